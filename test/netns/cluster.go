@@ -119,6 +119,10 @@ type Cluster struct {
 	Nodes     []*Node
 	Client    *Namespace
 	SharedDir string // files standing in for shared disks
+	// BPFDir is a bpffs mounted for this cluster in the root mount namespace. Processes started
+	// with `ip netns exec` get a fresh /sys (and so no /sys/fs/bpf of the host) but inherit this
+	// mount, so daemons pin their eBPF objects here and find them again after a restart.
+	BPFDir string
 
 	mu     sync.Mutex
 	procs  map[int]*Proc
@@ -198,6 +202,14 @@ func Build(opts Options) (c *Cluster, err error) {
 	if c.SharedDir, err = os.MkdirTemp("", name+"-shared-"); err != nil {
 		return c, fmt.Errorf("shared dir: %w", err)
 	}
+	bpfDir := filepath.Join(c.SharedDir, "bpffs")
+	if err := os.Mkdir(bpfDir, 0o700); err != nil {
+		return c, fmt.Errorf("bpffs dir: %w", err)
+	}
+	if err := unix.Mount("bpf", bpfDir, "bpf", 0, "mode=0700"); err != nil {
+		return c, fmt.Errorf("mount bpffs at %s: %w", bpfDir, err)
+	}
+	c.BPFDir = bpfDir
 	if err := addNamespace(c.Hub); err != nil {
 		return c, err
 	}
@@ -475,6 +487,11 @@ func (c *Cluster) Close() error {
 		}
 		if err := deleteNamespace(name); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.BPFDir != "" {
+		if err := unix.Unmount(c.BPFDir, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount bpffs: %w", err))
 		}
 	}
 	if c.SharedDir != "" {

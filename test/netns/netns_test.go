@@ -395,6 +395,13 @@ func assertGone(t *testing.T, name string) {
 			t.Errorf("namespace left behind: %s", line)
 		}
 	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), name+"-") {
+		t.Errorf("mount left behind:\n%s", mounts)
+	}
 	out, err = exec.Command("ip", "-o", "link").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip link: %v: %s", err, out)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sweep removes what killed harness runs left behind: every namespace under /run/netns whose name
@@ -36,6 +38,7 @@ func Sweep() error {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+"*-shared-*"))
 	for _, d := range dirs {
 		if owner, ok := ownerPID(filepath.Base(d)); ok && !processAlive(owner) {
+			_ = unix.Unmount(filepath.Join(d, "bpffs"), unix.MNT_DETACH)
 			if err := os.RemoveAll(d); err != nil {
 				errs = append(errs, err)
 			}

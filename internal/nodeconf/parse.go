@@ -1,0 +1,711 @@
+package nodeconf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// parse is Parse with relative paths resolved against baseDir, unless it is empty.
+func parse(file string, data []byte, baseDir string) (*Config, error) {
+	root, err := decodeYAML(file, data)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{file: file, baseDir: baseDir}
+	c := p.config(root)
+	if len(p.errs) > 0 {
+		slices.SortStableFunc(p.errs, func(a, b lineError) int { return a.line - b.line })
+		errs := make([]error, len(p.errs))
+		for i, e := range p.errs {
+			errs[i] = e.err
+		}
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// decodeYAML parses data, which must hold one YAML document, and returns its root node.
+func decodeYAML(file string, data []byte) (root *yaml.Node, err error) {
+	defer func() {
+		// The YAML parser panics with an "internal error" on a few malformed inputs instead of
+		// returning an error; a bad file must be reported, not crash the daemon.
+		if r := recover(); r != nil {
+			root, err = nil, fmt.Errorf("%s: malformed YAML: %v", file, r)
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: empty configuration", file)
+		}
+		return nil, yamlError(file, err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, yamlError(file, err)
+	default:
+		return nil, fmt.Errorf("%s:%d: a second YAML document; the file must hold only one", file, next.Line)
+	}
+	root = &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == 0 || root.ShortTag() == "!!null" {
+		return nil, fmt.Errorf("%s: empty configuration", file)
+	}
+	return root, nil
+}
+
+// parserProblems are the errors of the YAML library's parser (parserc.go), as opposed to its
+// scanner. The library reports their line 0-based (it adds one for scanner errors only) and
+// leaves the line out when that is 0.
+var parserProblems = []string{
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"found undefined tag handle",
+	"did not find expected node content",
+	"did not find expected '-' indicator",
+	"did not find expected key",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found duplicate %YAML directive",
+	"found incompatible YAML document",
+	"found duplicate %TAG directive",
+}
+
+// yamlError rewrites an error of the YAML library, "yaml: line 3: msg", as "file:3: msg", with
+// the line of a parser error made 1-based.
+func yamlError(file string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if num, text, ok := strings.Cut(rest, ": "); ok {
+			if n, err := strconv.Atoi(num); err == nil {
+				line, msg = n, text
+			}
+		}
+	}
+	if slices.Contains(parserProblems, msg) {
+		line++
+	}
+	if line > 0 {
+		return fmt.Errorf("%s:%d: %s", file, line, msg)
+	}
+	return fmt.Errorf("%s: %s", file, msg)
+}
+
+// lineError is one error found in the file, kept with its line so that errors can be reported
+// in file order.
+type lineError struct {
+	line int
+	err  error
+}
+
+type parser struct {
+	file    string
+	baseDir string
+	errs    []lineError
+}
+
+// errorf records an error at the line of n.
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	var err error
+	if n.Line > 0 {
+		err = fmt.Errorf("%s:%d: %s", p.file, n.Line, msg)
+	} else {
+		err = fmt.Errorf("%s: %s", p.file, msg)
+	}
+	p.errs = append(p.errs, lineError{n.Line, err})
+}
+
+// field is one key of a mapping with its value.
+type field struct{ key, val *yaml.Node }
+
+// mapping checks that n is a mapping whose keys are among known, each at most once, and returns
+// its fields by key; nil if n is not a mapping. path names n in errors ("" at the top level).
+func (p *parser) mapping(n *yaml.Node, path string, known ...string) map[string]field {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		if path == "" {
+			p.errorf(n, "expected a mapping of keys at the top level, got %s", describe(n))
+		} else {
+			p.errorf(n, "%s: expected a mapping, got %s", path, describe(n))
+		}
+		return nil
+	}
+	in := ""
+	if path != "" {
+		in = " in " + path
+	}
+	fields := make(map[string]field, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), n.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			p.errorf(k, "expected a key%s, got %s", in, describe(k))
+		case k.ShortTag() == "!!merge":
+			p.errorf(k, "merge keys (<<) are not supported%s", in)
+		case !slices.Contains(known, k.Value):
+			p.errorf(k, "unknown key %q%s", k.Value, in)
+		default:
+			if prev, dup := fields[k.Value]; dup {
+				p.errorf(k, "duplicate key %q%s (first on line %d)", k.Value, in, prev.key.Line)
+				continue
+			}
+			fields[k.Value] = field{k, v}
+		}
+	}
+	return fields
+}
+
+// require reports the keys of required missing from the mapping n.
+func (p *parser) require(n *yaml.Node, path string, fields map[string]field, required ...string) {
+	for _, k := range required {
+		if _, ok := fields[k]; ok {
+			continue
+		}
+		if path == "" {
+			p.errorf(n, "missing required key %q", k)
+		} else {
+			p.errorf(n, "%s: missing required key %q", path, k)
+		}
+	}
+}
+
+// sequence checks that n is a list and returns its items.
+func (p *parser) sequence(n *yaml.Node, path string) ([]*yaml.Node, bool) {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s: expected a list, got %s", path, describe(n))
+		return nil, false
+	}
+	return n.Content, true
+}
+
+// str returns the text of a scalar. Any scalar that YAML reads as a string, number, boolean or
+// timestamp is taken as written; null, binary and custom tags are errors.
+func (p *parser) str(n *yaml.Node, path string) (string, bool) {
+	n = deref(n)
+	if n.Kind == yaml.ScalarNode {
+		switch n.ShortTag() {
+		case "!!str", "!!int", "!!float", "!!bool", "!!timestamp":
+			return n.Value, true
+		}
+	}
+	p.errorf(n, "%s: expected a string, got %s", path, describe(n))
+	return "", false
+}
+
+// integer returns the value of an integer scalar.
+func (p *parser) integer(n *yaml.Node, path string) (int64, bool) {
+	n = deref(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		p.errorf(n, "%s: expected an integer, got %s", path, describe(n))
+		return 0, false
+	}
+	var v int64
+	if err := n.Decode(&v); err != nil {
+		p.errorf(n, "%s: %s is out of range", path, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
+// intIn returns the value of an integer scalar in lo..hi; what names the value in errors.
+func (p *parser) intIn(n *yaml.Node, path, what string, lo, hi int64) (int64, bool) {
+	v, ok := p.integer(n, path)
+	if ok && (v < lo || v > hi) {
+		p.errorf(n, "%s: %d is not a valid %s (%d..%d)", path, v, what, lo, hi)
+		return 0, false
+	}
+	return v, ok
+}
+
+// duration returns the value of a duration scalar ("10ms", or 0).
+func (p *parser) duration(n *yaml.Node, path string) (time.Duration, bool) {
+	n = deref(n)
+	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!str" || n.ShortTag() == "!!int") {
+		if d, err := time.ParseDuration(n.Value); err == nil {
+			return d, true
+		}
+	}
+	p.errorf(n, "%s: expected a duration like 10ms, 250us or 1.5s, got %s", path, describe(n))
+	return 0, false
+}
+
+// durationIn returns the value of a duration scalar in lo..hi.
+func (p *parser) durationIn(n *yaml.Node, path string, lo, hi time.Duration) (time.Duration, bool) {
+	d, ok := p.duration(n, path)
+	if ok && (d < lo || d > hi) {
+		p.errorf(n, "%s: %v is out of range (%v..%v)", path, d, lo, hi)
+		return 0, false
+	}
+	return d, ok
+}
+
+// name returns a cluster or node name: 1..63 characters from a-z, 0-9 and "-".
+func (p *parser) name(n *yaml.Node, path, what string) (string, bool) {
+	s, ok := p.str(n, path)
+	if ok && !validName(s) {
+		p.errorf(n, "%s: %q is not a valid %s (1..63 characters from a-z, 0-9 and -)", path, s, what)
+		return "", false
+	}
+	return s, ok
+}
+
+func validName(s string) bool {
+	if len(s) < 1 || len(s) > 63 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// ifName returns a Linux interface name.
+func (p *parser) ifName(n *yaml.Node, path string) (string, bool) {
+	s, ok := p.str(n, path)
+	if ok && !validIfName(s) {
+		p.errorf(n, "%s: %q is not a valid interface name (1..15 bytes; no '/', ':' or whitespace; not . or ..)", path, s)
+		return "", false
+	}
+	return s, ok
+}
+
+// validIfName is the kernel's dev_valid_name (net/core/dev.c): 1..15 bytes, not "." or "..",
+// without '/', ':' or a byte the kernel's isspace accepts (which includes 0xA0).
+func validIfName(s string) bool {
+	if len(s) < 1 || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range []byte(s) {
+		switch c {
+		case 0, '/', ':', ' ', '\t', '\n', '\v', '\f', '\r', 0xA0:
+			return false
+		}
+	}
+	return true
+}
+
+// path returns a file system path, resolved against the base directory when relative.
+func (p *parser) path(n *yaml.Node, path string) (string, bool) {
+	s, ok := p.str(n, path)
+	if !ok {
+		return "", false
+	}
+	switch {
+	case s == "":
+		p.errorf(n, "%s: empty path", path)
+		return "", false
+	case strings.ContainsFunc(s, unicode.IsControl):
+		p.errorf(n, "%s: %q contains a control character", path, s)
+		return "", false
+	}
+	if p.baseDir != "" && !filepath.IsAbs(s) {
+		s = filepath.Join(p.baseDir, s)
+	}
+	return s, true
+}
+
+// endpoint returns a unicast ip:port with a non-zero port.
+func (p *parser) endpoint(n *yaml.Node, path string) (netip.AddrPort, bool) {
+	s, ok := p.str(n, path)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(s)
+	switch {
+	case err != nil:
+		p.errorf(n, "%s: %q is not an ip:port endpoint", path, s)
+	case ap.Port() == 0:
+		p.errorf(n, "%s: %q: port 0 is not allowed", path, s)
+	case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
+		p.errorf(n, "%s: %q is not a unicast address", path, s)
+	default:
+		return ap, true
+	}
+	return netip.AddrPort{}, false
+}
+
+// config walks the top-level mapping.
+func (p *parser) config(root *yaml.Node) *Config {
+	f := p.mapping(root, "", "cluster", "cluster_id", "node", "name", "key_file", "data_dir",
+		"admin_socket", "heartbeat", "links", "peers")
+	if f == nil {
+		return nil
+	}
+	p.require(root, "", f, "cluster", "node", "key_file", "data_dir", "links")
+	c := &Config{AdminSocket: DefaultAdminSocket}
+	if e, ok := f["cluster"]; ok {
+		c.Cluster, _ = p.name(e.val, "cluster", "cluster name")
+	}
+	if e, ok := f["cluster_id"]; ok {
+		id, _ := p.intIn(e.val, "cluster_id", "cluster id", 1, math.MaxUint32)
+		c.ClusterID = uint32(id)
+	} else if c.Cluster != "" {
+		c.ClusterID = DefaultClusterID(c.Cluster)
+	}
+	if e, ok := f["node"]; ok {
+		id, _ := p.intIn(e.val, "node", "node id", 1, MaxNodeID)
+		c.Node = int(id)
+	}
+	if e, ok := f["name"]; ok {
+		c.Name, _ = p.name(e.val, "name", "node name")
+	} else if c.Node != 0 {
+		c.Name = defaultName(c.Node)
+	}
+	if e, ok := f["key_file"]; ok {
+		c.KeyFile, _ = p.path(e.val, "key_file")
+	}
+	if e, ok := f["data_dir"]; ok {
+		c.DataDir, _ = p.path(e.val, "data_dir")
+	}
+	if e, ok := f["admin_socket"]; ok {
+		if s, ok := p.path(e.val, "admin_socket"); ok {
+			if len(s) > maxSocketPath {
+				p.errorf(e.val, "admin_socket: %q is %d bytes long; a unix socket path holds at most %d",
+					s, len(s), maxSocketPath)
+			}
+			c.AdminSocket = s
+		}
+	}
+	var hbNode *yaml.Node
+	if e, ok := f["heartbeat"]; ok {
+		hbNode = e.val
+	}
+	c.Heartbeat = p.heartbeat(hbNode, root)
+	if e, ok := f["links"]; ok {
+		c.Links = p.links(e)
+	}
+	if e, ok := f["peers"]; ok {
+		c.Peers = p.peers(e, c)
+	}
+	return c
+}
+
+func defaultName(id int) string { return "node" + strconv.Itoa(id) }
+
+// heartbeat walks the heartbeat mapping (n is nil when absent) and applies the defaults. Errors
+// about defaults that do not fit are reported at at.
+func (p *parser) heartbeat(n, at *yaml.Node) Heartbeat {
+	hb := Heartbeat{
+		Interval:     DefaultInterval,
+		Multiplier:   DefaultMultiplier,
+		Rise:         DefaultRise,
+		StallTimeout: DefaultStallTimeout,
+		Mode:         ModeEBPF,
+	}
+	var f map[string]field
+	if n != nil {
+		f = p.mapping(n, "heartbeat", "interval", "multiplier", "rise", "stall_timeout",
+			"progress_timeout", "sweep", "mode")
+		if f == nil {
+			return hb
+		}
+		at = deref(n)
+	}
+	// ok stays true while every value the cross checks need is valid.
+	ok := true
+	check := func(good bool) { ok = ok && good }
+	if e, found := f["interval"]; found {
+		var good bool
+		hb.Interval, good = p.durationIn(e.val, "heartbeat.interval", MinInterval, MaxInterval)
+		check(good)
+	}
+	if e, found := f["multiplier"]; found {
+		v, good := p.intIn(e.val, "heartbeat.multiplier", "multiplier", MinMultiplier, MaxMultiplier)
+		hb.Multiplier = int(v)
+		check(good)
+	}
+	if e, found := f["rise"]; found {
+		v, _ := p.intIn(e.val, "heartbeat.rise", "rise", MinRise, MaxRise)
+		hb.Rise = int(v)
+	}
+	if e, found := f["stall_timeout"]; found {
+		var good bool
+		hb.StallTimeout, good = p.duration(e.val, "heartbeat.stall_timeout")
+		check(good)
+	}
+	if e, found := f["progress_timeout"]; found {
+		var good bool
+		hb.ProgressTimeout, good = p.duration(e.val, "heartbeat.progress_timeout")
+		check(good)
+	}
+	hb.Sweep = hb.Interval
+	if e, found := f["sweep"]; found {
+		var good bool
+		hb.Sweep, good = p.duration(e.val, "heartbeat.sweep")
+		check(good)
+	}
+	if e, found := f["mode"]; found {
+		if s, good := p.str(e.val, "heartbeat.mode"); good {
+			switch m := Mode(s); m {
+			case ModeEBPF, ModeFallback:
+				hb.Mode = m
+			default:
+				p.errorf(e.val, "heartbeat.mode: %q is not a mode (ebpf or fallback)", s)
+			}
+		}
+	}
+	if !ok {
+		return hb
+	}
+	// where returns the node to blame for a relation between values: the first key given.
+	where := func(keys ...string) *yaml.Node {
+		for _, k := range keys {
+			if e, found := f[k]; found {
+				return e.val
+			}
+		}
+		return at
+	}
+	detect := hb.Interval * time.Duration(hb.Multiplier)
+	if hb.StallTimeout <= detect {
+		p.errorf(where("stall_timeout", "interval", "multiplier"),
+			"heartbeat.stall_timeout: %v must exceed interval*multiplier (%v)", hb.StallTimeout, detect)
+	}
+	if hb.ProgressTimeout < 0 || hb.ProgressTimeout != 0 && hb.ProgressTimeout <= detect {
+		p.errorf(where("progress_timeout"),
+			"heartbeat.progress_timeout: %v must be 0 (off) or exceed interval*multiplier (%v)",
+			hb.ProgressTimeout, detect)
+	}
+	if hb.Sweep < MinSweep || hb.Sweep > hb.Interval {
+		p.errorf(where("sweep", "interval"), "heartbeat.sweep: %v is out of range (%v..interval, %v)",
+			hb.Sweep, MinSweep, hb.Interval)
+	}
+	return hb
+}
+
+// links walks the list of links.
+func (p *parser) links(e field) []Link {
+	items, ok := p.sequence(e.val, "links")
+	if !ok {
+		return nil
+	}
+	switch {
+	case len(items) == 0:
+		p.errorf(e.key, "links: at least one link is required")
+	case len(items) > MaxLinks:
+		p.errorf(e.key, "links: %d links, at most %d are supported", len(items), MaxLinks)
+	}
+	links := make([]Link, len(items))
+	names := make(map[string]int)
+	locals := make(map[netip.AddrPort]int)
+	for i, item := range items {
+		path := fmt.Sprintf("links[%d]", i)
+		f := p.mapping(item, path, "name", "udp")
+		if f == nil {
+			continue
+		}
+		p.require(deref(item), path, f, "name")
+		if e, ok := f["name"]; ok {
+			if s, ok := p.ifName(e.val, path+".name"); ok {
+				if j, dup := names[s]; dup {
+					p.errorf(e.val, "%s.name: %q is already used by links[%d]", path, s, j)
+				} else {
+					names[s] = i
+				}
+				links[i].Name = s
+			}
+		}
+		if e, ok := f["udp"]; ok {
+			uf := p.mapping(e.val, path+".udp", "local")
+			if uf == nil {
+				continue
+			}
+			p.require(deref(e.val), path+".udp", uf, "local")
+			if le, ok := uf["local"]; ok {
+				if ap, ok := p.endpoint(le.val, path+".udp.local"); ok {
+					if j, dup := locals[ap]; dup {
+						p.errorf(le.val, "%s.udp.local: %v is already used by links[%d]", path, ap, j)
+					} else {
+						locals[ap] = i
+					}
+					links[i].UDP = ap
+				}
+			}
+		}
+	}
+	return links
+}
+
+// peers walks the list of peers; c holds the node's id and name and the links.
+func (p *parser) peers(e field, c *Config) []Peer {
+	items, ok := p.sequence(e.val, "peers")
+	if !ok {
+		return nil
+	}
+	if len(items) > MaxPeers {
+		p.errorf(e.key, "peers: %d peers, at most %d are supported", len(items), MaxPeers)
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	linkByName := make(map[string]int, len(c.Links))
+	for i, l := range c.Links {
+		if l.Name != "" {
+			linkByName[l.Name] = i
+		}
+	}
+	ids := map[int]string{}
+	if c.Node != 0 {
+		ids[c.Node] = "this node (node)"
+	}
+	names := map[string]string{}
+	if c.Name != "" {
+		names[c.Name] = "this node (name)"
+	}
+	// used[link][endpoint] is the peer that has the endpoint on the link.
+	used := make([]map[netip.AddrPort]int, len(c.Links))
+	for i := range used {
+		used[i] = make(map[netip.AddrPort]int)
+	}
+	peers := make([]Peer, len(items))
+	for i, item := range items {
+		path := fmt.Sprintf("peers[%d]", i)
+		f := p.mapping(item, path, "id", "name", "udp")
+		if f == nil {
+			continue
+		}
+		item = deref(item)
+		p.require(item, path, f, "id")
+		peer := &peers[i]
+		if e, ok := f["id"]; ok {
+			if v, ok := p.intIn(e.val, path+".id", "node id", 1, MaxNodeID); ok {
+				peer.ID = int(v)
+				if by, dup := ids[peer.ID]; dup {
+					p.errorf(e.val, "%s.id: %d is already used by %s", path, v, by)
+				} else {
+					ids[peer.ID] = path
+				}
+			}
+		}
+		nameAt, defaulted := item, ""
+		if e, ok := f["name"]; ok {
+			peer.Name, _ = p.name(e.val, path+".name", "node name")
+			nameAt = e.val
+		} else if peer.ID != 0 {
+			peer.Name, defaulted = defaultName(peer.ID), " (default)"
+		}
+		if peer.Name != "" {
+			if by, dup := names[peer.Name]; dup {
+				p.errorf(nameAt, "%s.name: %q%s is already used by %s", path, peer.Name, defaulted, by)
+			} else {
+				names[peer.Name] = path
+			}
+		}
+		peer.UDP = make([]netip.AddrPort, len(c.Links))
+		udpAt := item
+		if e, ok := f["udp"]; ok {
+			udpAt = deref(e.val)
+			p.peerUDP(e.val, i, c.Links, linkByName, peer, used)
+		}
+		for j, l := range c.Links {
+			if l.IsUDP() && !peer.UDP[j].IsValid() {
+				p.errorf(udpAt, "%s.udp: no endpoint for UDP link %q", path, l.Name)
+			}
+		}
+	}
+	return peers
+}
+
+// peerUDP walks the mapping from link names to endpoints of peers[idx] into peer.UDP.
+func (p *parser) peerUDP(n *yaml.Node, idx int, links []Link, linkByName map[string]int, peer *Peer, used []map[netip.AddrPort]int) {
+	path := fmt.Sprintf("peers[%d].udp", idx)
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s: expected a mapping from link names to endpoints, got %s", path, describe(n))
+		return
+	}
+	seen := make(map[string]bool)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), n.Content[i+1]
+		name, ok := p.str(k, path+" key")
+		if !ok {
+			continue
+		}
+		if seen[name] {
+			p.errorf(k, "%s: duplicate key %q", path, name)
+			continue
+		}
+		seen[name] = true
+		j, ok := linkByName[name]
+		if !ok {
+			p.errorf(k, "%s: %q is not the name of a link", path, name)
+			continue
+		}
+		if !links[j].IsUDP() {
+			p.errorf(k, "%s: link %q is a raw Ethernet link; endpoints are only for UDP links", path, name)
+			continue
+		}
+		at := path + "." + name
+		ap, ok := p.endpoint(v, at)
+		if !ok {
+			continue
+		}
+		if ap.Addr().Is4() != links[j].UDP.Addr().Is4() {
+			p.errorf(v, "%s: %v and the link's local endpoint %v are of different address families",
+				at, ap, links[j].UDP)
+			continue
+		}
+		if by, dup := used[j][ap]; dup {
+			p.errorf(v, "%s: %v is already used by peers[%d]", at, ap, by)
+			continue
+		}
+		if ap == links[j].UDP {
+			p.errorf(v, "%s: %v is this node's own endpoint on the link", at, ap)
+			continue
+		}
+		used[j][ap] = idx
+		peer.UDP[j] = ap
+	}
+}
+
+// deref follows an alias to the node it names.
+func deref(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// describe names a node's value for error messages.
+func describe(n *yaml.Node) string {
+	n = deref(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "null"
+		case "!!str":
+			return strconv.Quote(n.Value)
+		case "!!int", "!!float", "!!bool":
+			return n.Value
+		}
+		return n.ShortTag() + " " + strconv.Quote(n.Value)
+	}
+	return "nothing"
+}

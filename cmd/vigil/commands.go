@@ -1,0 +1,164 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"vigil/control/admin"
+)
+
+// StatusCmd shows the local daemon's status.
+type StatusCmd struct{}
+
+// Run prints the status.
+func (StatusCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
+	st, err := query(g, (*admin.Client).Status)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, st)
+	}
+	n := now()
+	xdp := "-"
+	if len(st.XDPMode) > 0 {
+		var parts []string
+		for _, ifc := range slices.Sorted(maps.Keys(st.XDPMode)) {
+			parts = append(parts, ifc+" "+st.XDPMode[ifc])
+		}
+		xdp = strings.Join(parts, ", ")
+	}
+	started := "-"
+	if !st.StartedAt.IsZero() {
+		started = st.StartedAt.In(n.Location()).Format("2006-01-02 15:04:05 MST") + " (" + ago(n, st.StartedAt) + ")"
+	}
+	tw := table(out)
+	fmt.Fprintf(tw, "Cluster:\t%s (id %d)\n", st.Cluster, st.ClusterID)
+	fmt.Fprintf(tw, "Node:\t%d %s\n", st.NodeID, st.NodeName)
+	fmt.Fprintf(tw, "Mode:\t%s\n", st.Mode)
+	fmt.Fprintf(tw, "XDP:\t%s\n", xdp)
+	fmt.Fprintf(tw, "Incarnation:\t%d\n", st.Incarnation)
+	fmt.Fprintf(tw, "Started:\t%s\n", started)
+	fmt.Fprintf(tw, "Heartbeat:\tevery %s, failure detected within %s\n", humanDuration(st.HeartbeatInterval), humanDuration(st.DetectTime))
+	fmt.Fprintf(tw, "Version:\t%s\n", st.Version)
+	return tw.Flush()
+}
+
+// NodesCmd lists the cluster nodes.
+type NodesCmd struct{}
+
+// Run prints the nodes, ordered by ID.
+func (NodesCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
+	nodes, err := query(g, (*admin.Client).Nodes)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, nodes)
+	}
+	slices.SortFunc(nodes, func(a, b admin.NodeStatus) int { return cmp.Compare(a.ID, b.ID) })
+	n := now()
+	tw := table(out)
+	fmt.Fprintln(tw, "NODE\tNAME\tSTATE\tJEOPARDY\tLINKS\tSINCE\tLAST SEEN")
+	for _, nd := range nodes {
+		if nd.Self {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t-\t-\t-\t-\n", nd.ID, nd.Name, admin.NodeSelf)
+			continue
+		}
+		jeopardy := "-"
+		if nd.State == admin.NodeAlive || nd.State == admin.NodeStalled {
+			jeopardy = yesNo(nd.Jeopardy)
+		}
+		lastSeen := "never"
+		if !nd.LastSeen.IsZero() {
+			lastSeen = ago(n, nd.LastSeen)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n",
+			nd.ID, nd.Name, nd.State, jeopardy, nd.LinksUp, nd.Links, agoOrDash(n, nd.Since), lastSeen)
+	}
+	return tw.Flush()
+}
+
+// LinksCmd lists the private links to every peer.
+type LinksCmd struct{}
+
+// Run prints the links, ordered by peer and link.
+func (LinksCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
+	links, err := query(g, (*admin.Client).Links)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, links)
+	}
+	slices.SortFunc(links, func(a, b admin.LinkStatus) int {
+		return cmp.Or(cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Link, b.Link))
+	})
+	n := now()
+	tw := table(out)
+	fmt.Fprintln(tw, "PEER\tLINK\tSTATE\tSINCE\tLAST SEEN\tRTT P50\tRTT P99\tLOSS")
+	for _, l := range links {
+		peer := l.PeerName
+		if peer == "" {
+			peer = fmt.Sprint(l.Peer)
+		}
+		link := l.LinkName
+		if link == "" {
+			link = fmt.Sprint(l.Link)
+		}
+		lastSeen := "never"
+		if !l.LastSeen.IsZero() {
+			lastSeen = ago(n, l.LastSeen)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", peer, link, l.State, agoOrDash(n, l.Since), lastSeen,
+			rtt(l.RTTP50), rtt(l.RTTP99), lossPercent(l.LossPercent))
+	}
+	return tw.Flush()
+}
+
+// CountersCmd shows the rejection counters.
+type CountersCmd struct{}
+
+// Run prints the counters, ordered by name.
+func (CountersCmd) Run(g *Globals, out io.Writer) error {
+	ctr, err := query(g, (*admin.Client).Counters)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, ctr)
+	}
+	tw := table(out)
+	fmt.Fprintln(tw, "COUNTER\tVALUE")
+	for _, name := range slices.Sorted(maps.Keys(ctr)) {
+		fmt.Fprintf(tw, "%s\t%d\n", name, ctr[name])
+	}
+	return tw.Flush()
+}
+
+func table(out io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+}
+
+func printJSON(out io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(append(b, '\n'))
+	return err
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Vigil's heartbeat plane: the wire format, the per-(peer, link) state the XDP
+ * program records, the rules the bpf_timer sweep applies, and the events it
+ * sends to user space. This header is the single definition; bpf2go exports
+ * the types to Go (dataplane/), and heartbeat/ implements the same rules in
+ * pure Go for the user-space fallback. Tests on both sides hold them together.
+ *
+ * Wire format
+ * -----------
+ * A heartbeat is a struct hb_frame (64 bytes, every multi-byte field
+ * little-endian), carried either right after an Ethernet header with
+ * ethertype HB_ETH_P (0x88B5), or as the whole payload of an IPv4 UDP
+ * datagram to port cfg.udp_port for routed links.
+ *
+ * Every node sends one frame per link and interval, with HB_F_ECHO_REQUEST
+ * set, to the broadcast address of the link (or to each peer for UDP). The
+ * frame is a data heartbeat: it tells the receivers that the sender's daemon
+ * is alive. The receiving kernel also reflects it (BFD echo style): XDP sets
+ * HB_F_ECHO_REPLY instead of HB_F_ECHO_REQUEST, writes its own node id into
+ * echo_node and its clock into echo_ns, recomputes the MAC and sends the frame
+ * back with XDP_TX. The original sender's kernel gets the reply: proof that
+ * the peer's kernel is alive on that link, whatever the peer's daemon does,
+ * and the round-trip time (now - send_ns, both on the sender's clock).
+ *
+ * The MAC is SipHash-2-4 with the 128-bit cluster key (k0 = first 8 key bytes
+ * little-endian, k1 = the next 8) over the first 56 bytes of the frame.
+ *
+ * Checks on receive, in order, each with its counter (enum hb_counter):
+ *   frame shorter than 64 bytes ................ MALFORMED
+ *   version != HB_VERSION ...................... VERSION
+ *   reserved fields non-zero, unknown flags or
+ *   both echo flags, link_id out of range ...... MALFORMED
+ *   cluster_id != cfg.cluster_id ............... CLUSTER
+ *   MAC wrong .................................. BAD_MAC
+ *   node ids out of range or not a configured
+ *   peer, or the sender (data
+ *   frame) / reflector (reply) is this node,
+ *   or a reply to another node's request ...... UNKNOWN_PEER
+ *   link_id != the link of the receiving
+ *   interface ................................. WRONG_LINK
+ *   replayed (see below) ....................... REPLAY
+ * Heartbeat frames are always dropped after processing (or reflected); all
+ * other traffic passes untouched.
+ *
+ * Replay: a data frame is accepted when its incarnation is greater than the
+ * slot's, or equal with a greater seq. A greater incarnation (the peer's
+ * daemon restarted) resets the sequence tracking. An echo reply is accepted
+ * when its incarnation equals cfg.incarnation (this daemon's) and its seq is
+ * greater than the slot's last_echo_seq.
+ *
+ * Detection rules (the sweep, every cfg.sweep_ns, at time now)
+ * ------------------------------------------------------------
+ * Let detect = cfg.detect_ns (interval x multiplier) and, for a slot,
+ * seen = max(last_data_ns, last_echo_ns). A slot counts as fresh when
+ * now - seen <= detect and its link is not in cfg.links_down (user space sets
+ * that bit when netlink reports the local interface without carrier, so the
+ * link goes down at the next sweep instead of after detect).
+ *
+ * Link (per peer and link), with hysteresis:
+ *   DOWN -> UP    when fresh and rise >= cfg.rise (rise counts
+ *                 valid frames, data or echo, that arrived no more than detect
+ *                 apart since the link was last quiet; XDP keeps it)
+ *   UP -> DOWN    when not fresh
+ *
+ * Peer (per configured peer), from its links:
+ *   links_up = number of its links in state UP
+ *   data_fresh = some link not in links_down has now - last_data_ns <= detect
+ *   progress_frozen = cfg.progress_ns != 0 and the progress counter in the
+ *                 peer's data frames has not changed for more than
+ *                 cfg.progress_ns
+ *   links_up == 0                       -> DOWN (from UNKNOWN only once
+ *                                          now - cfg.start_ns > detect)
+ *   links_up > 0, data_fresh,
+ *     not progress_frozen               -> ALIVE
+ *   links_up > 0 otherwise              -> STALLED: the kernel answers but the
+ *                                          daemon does not; after
+ *                                          cfg.stall_timeout_ns in STALLED
+ *                                          -> DOWN (and it stays DOWN until
+ *                                          it is ALIVE again)
+ * Jeopardy (per peer): links_up == 1 while cfg.nlinks >= 2 (reachable through
+ * only one channel). Set and cleared with its own event.
+ *
+ * Every change is one struct hb_event on the ring buffer, link events first,
+ * then the peer event, then jeopardy.
+ */
+#ifndef VIGIL_BPF_HEARTBEAT_H
+#define VIGIL_BPF_HEARTBEAT_H
+
+#include <linux/types.h>
+
+#define HB_ETH_P	0x88B5	/* IEEE 802 local experimental ethertype 1 */
+#define HB_VERSION	1
+#define HB_MAX_NODES	64	/* node ids 1 .. HB_MAX_NODES-1 */
+#define HB_MAX_LINKS	4	/* link ids 0 .. HB_MAX_LINKS-1 */
+#define HB_MAC_OFF	56	/* bytes covered by the MAC */
+#define HB_LINK_NONE	0xff	/* hb_event.link of peer events */
+
+enum hb_flags {
+	HB_F_ECHO_REQUEST = 1 << 0,	/* reflect me */
+	HB_F_ECHO_REPLY = 1 << 1,	/* I am a reflection */
+};
+
+/* The frame on the wire. Little-endian, no padding (offsets in comments). */
+struct hb_frame {
+	__u8 version;		/*  0: HB_VERSION */
+	__u8 flags;		/*  1: enum hb_flags */
+	__u8 link_id;		/*  2: the link the sender sent it on */
+	__u8 reserved0;		/*  3: zero */
+	__u32 cluster_id;	/*  4 */
+	__u16 src_node;		/*  8: sender of the original frame */
+	__u16 echo_node;	/* 10: reflector of an echo reply; zero otherwise */
+	__u32 reserved1;	/* 12: zero */
+	__u64 incarnation;	/* 16: sender daemon's incarnation (grows at each start) */
+	__u64 seq;		/* 24: per (sender, link), grows by one per frame */
+	__u64 send_ns;		/* 32: sender's CLOCK_MONOTONIC at send */
+	__u64 progress;		/* 40: sender daemon's progress counter */
+	__u64 echo_ns;		/* 48: reflector's CLOCK_MONOTONIC; zero in requests */
+	__u64 mac;		/* 56: SipHash-2-4 of bytes 0..55 */
+};
+
+/* Why a frame was counted (a per-CPU array of __u64 indexed by this). */
+enum hb_counter {
+	HB_C_DATA = 0,		/* valid data frames recorded */
+	HB_C_ECHO_REPLY,	/* valid echo replies recorded */
+	HB_C_ECHO_SENT,		/* echo replies sent with XDP_TX */
+	HB_C_MALFORMED,
+	HB_C_VERSION,
+	HB_C_CLUSTER,
+	HB_C_BAD_MAC,
+	HB_C_UNKNOWN_PEER,
+	HB_C_WRONG_LINK,
+	HB_C_REPLAY,
+	HB_C_NOT_CONFIGURED,	/* heartbeat frame on an interface without a link */
+	HB_C_MAX,
+};
+
+enum hb_link_state {
+	HB_LINK_DOWN = 0,
+	HB_LINK_UP = 1,
+};
+
+enum hb_peer_state {
+	HB_PEER_UNKNOWN = 0,
+	HB_PEER_ALIVE = 1,
+	HB_PEER_STALLED = 2,	/* kernel echoes, daemon silent */
+	HB_PEER_DOWN = 3,
+};
+
+enum hb_event_kind {
+	HB_EV_LINK = 1,		/* state: enum hb_link_state */
+	HB_EV_PEER = 2,		/* state: enum hb_peer_state */
+	HB_EV_JEOPARDY = 3,	/* state: 1 entered, 0 left */
+};
+
+/* Configuration, one entry of an array map, written by user space. */
+struct hb_config {
+	__u64 k0, k1;		/* cluster key */
+	__u64 incarnation;	/* this daemon's */
+	__u64 detect_ns;	/* interval x multiplier */
+	__u64 stall_timeout_ns;	/* STALLED -> DOWN */
+	__u64 progress_ns;	/* progress frozen this long -> STALLED; 0 off */
+	__u64 sweep_ns;		/* timer period */
+	__u64 start_ns;		/* when detection started (UNKNOWN grace) */
+	__u64 now_ns;		/* tests only: if non-zero, the clock */
+	__u32 cluster_id;
+	__u32 rise;		/* frames to bring a link up */
+	__u32 nlinks;		/* configured links */
+	__u16 node_id;		/* this node */
+	__u16 udp_port;		/* heartbeats in UDP: destination port */
+	__u32 links_down;	/* bit per link id: down by local carrier loss */
+	__u32 pad;
+};
+
+/* A receiving interface: which link it is and its own MAC (for replies). */
+struct hb_iface {
+	__u32 link_id;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/* One (peer, link), index peer * HB_MAX_LINKS + link of an mmapable array. */
+struct hb_slot {
+	__u64 last_data_ns;	/* kernel time of the last valid data frame */
+	__u64 last_echo_ns;	/* ... of the last valid echo reply */
+	__u64 incarnation;	/* the peer's, from its data frames */
+	__u64 last_seq;		/* last data seq accepted */
+	__u64 last_echo_seq;	/* our seq in the last echo reply accepted */
+	__u64 rx_data;
+	__u64 rx_echo;
+	__u64 lost;		/* data frames missing by sequence gaps */
+	__u64 last_rtt_ns;
+	__u64 srtt_ns;		/* smoothed: srtt += (rtt - srtt) / 8 */
+	__u64 progress;		/* the peer's last progress counter */
+	__u64 progress_ns;	/* when it last changed */
+	__u64 since_ns;		/* when state last changed (sweep) */
+	__u32 state;		/* enum hb_link_state (sweep) */
+	__u32 rise;		/* consecutive frames (XDP); reset by the sweep */
+	__u8 peer_mac[6];	/* learned from the peer's data frames */
+	__u8 pad[2];
+};
+
+/* One peer, index by node id, written by the sweep. */
+struct hb_peer {
+	__u64 since_ns;		/* when state last changed */
+	__u64 stalled_ns;	/* when it became STALLED */
+	__u32 state;		/* enum hb_peer_state */
+	__u32 links_up;
+	__u32 jeopardy;
+	__u32 configured;	/* user space sets 1 for every peer */
+};
+
+/* A transition, sent to user space on the ring buffer. */
+struct hb_event {
+	__u64 now_ns;		/* sweep time that saw it */
+	__u64 last_seen_ns;	/* last valid frame from the peer (on the link) */
+	__u16 peer;
+	__u8 link;		/* or HB_LINK_NONE */
+	__u8 kind;		/* enum hb_event_kind */
+	__u32 state;
+	__u32 old_state;
+	__u32 links_up;
+};
+
+#endif /* VIGIL_BPF_HEARTBEAT_H */

@@ -16,6 +16,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"vigil/heartbeat"
 )
 
 // KernelConfig is the configuration of the heartbeat programs (struct hb_config in
@@ -301,15 +303,6 @@ func (h *Heartbeat) RunXDP(frame []byte) (uint32, []byte, error) {
 	return ret, opts.DataOut, nil
 }
 
-// KernelSlot is struct hb_slot as the kernel holds it.
-type KernelSlot = heartbeatHbSlot
-
-// KernelPeer is struct hb_peer as the kernel holds it.
-type KernelPeer = heartbeatHbPeer
-
-// KernelEvent is struct hb_event as the ring buffer carries it.
-type KernelEvent = heartbeatHbEvent
-
 const (
 	slotSize = 120 // sizeof(struct hb_slot)
 	peerSize = 32  // sizeof(struct hb_peer)
@@ -317,35 +310,47 @@ const (
 )
 
 // Slot reads the slot of (peer, link) from the mmapped map, without a syscall.
-func (h *Heartbeat) Slot(peer uint16, linkID uint8) (KernelSlot, error) {
-	var s KernelSlot
+func (h *Heartbeat) Slot(peer uint16, linkID uint8) (heartbeat.Slot, error) {
+	var k heartbeatHbSlot
 	buf := make([]byte, slotSize)
 	if _, err := h.slots.ReadAt(buf, int64((int(peer)*maxLinks+int(linkID))*slotSize)); err != nil {
-		return s, fmt.Errorf("read slot %d/%d: %w", peer, linkID, err)
+		return heartbeat.Slot{}, fmt.Errorf("read slot %d/%d: %w", peer, linkID, err)
 	}
-	_, err := binary.Decode(buf, binary.LittleEndian, &s)
-	return s, err
+	if _, err := binary.Decode(buf, binary.LittleEndian, &k); err != nil {
+		return heartbeat.Slot{}, err
+	}
+	return heartbeat.Slot{
+		LastDataNS: k.LastDataNs, LastEchoNS: k.LastEchoNs, Incarnation: k.Incarnation,
+		LastSeq: k.LastSeq, LastEchoSeq: k.LastEchoSeq, RxData: k.RxData, RxEcho: k.RxEcho,
+		Lost: k.Lost, LastRTTNS: k.LastRttNs, SRTTNS: k.SrttNs, Progress: k.Progress,
+		ProgressNS: k.ProgressNs, SinceNS: k.SinceNs, State: heartbeat.LinkState(k.State),
+		Rise: k.Rise, PeerMAC: k.PeerMac,
+	}, nil
 }
 
 // Peer reads the state of a peer from the mmapped map, without a syscall.
-func (h *Heartbeat) Peer(id uint16) (KernelPeer, error) {
-	var p KernelPeer
+func (h *Heartbeat) Peer(id uint16) (heartbeat.Peer, error) {
+	var k heartbeatHbPeer
 	buf := make([]byte, peerSize)
 	if _, err := h.peers.ReadAt(buf, int64(int(id)*peerSize)); err != nil {
-		return p, fmt.Errorf("read peer %d: %w", id, err)
+		return heartbeat.Peer{}, fmt.Errorf("read peer %d: %w", id, err)
 	}
-	_, err := binary.Decode(buf, binary.LittleEndian, &p)
-	return p, err
+	if _, err := binary.Decode(buf, binary.LittleEndian, &k); err != nil {
+		return heartbeat.Peer{}, err
+	}
+	return heartbeat.Peer{
+		SinceNS: k.SinceNs, StalledNS: k.StalledNs, State: heartbeat.PeerState(k.State),
+		LinksUp: k.LinksUp, Jeopardy: k.Jeopardy != 0, Configured: k.Configured != 0,
+	}, nil
 }
 
 // Counters returns the counters of enum hb_counter, summed over CPUs.
-func (h *Heartbeat) Counters() ([]uint64, error) {
-	n := h.objs.Counters.MaxEntries()
-	out := make([]uint64, n)
-	for i := range n {
+func (h *Heartbeat) Counters() ([heartbeat.NumCounters]uint64, error) {
+	var out [heartbeat.NumCounters]uint64
+	for i := range uint32(heartbeat.NumCounters) {
 		var perCPU []uint64
 		if err := h.objs.Counters.Lookup(i, &perCPU); err != nil {
-			return nil, fmt.Errorf("read counter %d: %w", i, err)
+			return out, fmt.Errorf("read counter %d: %w", i, err)
 		}
 		for _, v := range perCPU {
 			out[i] += v
@@ -356,19 +361,24 @@ func (h *Heartbeat) Counters() ([]uint64, error) {
 
 // ReadEvent blocks until the sweep emits a transition, or the reader is closed (then it
 // returns an error wrapping os.ErrClosed).
-func (h *Heartbeat) ReadEvent() (KernelEvent, error) {
-	var ev KernelEvent
+func (h *Heartbeat) ReadEvent() (heartbeat.Event, error) {
 	rec, err := h.events.Read()
 	if err != nil {
-		return ev, err
+		return heartbeat.Event{}, err
 	}
-	_, err = binary.Decode(rec.RawSample, binary.LittleEndian, &ev)
-	return ev, err
+	var k heartbeatHbEvent
+	if _, err := binary.Decode(rec.RawSample, binary.LittleEndian, &k); err != nil {
+		return heartbeat.Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	return heartbeat.Event{
+		NowNS: k.NowNs, LastSeenNS: k.LastSeenNs, Peer: k.Peer, Link: k.Link,
+		Kind: heartbeat.EventKind(k.Kind), State: k.State, OldState: k.OldState, LinksUp: k.LinksUp,
+	}, nil
 }
 
 // PendingEvents returns the events waiting in the ring buffer without blocking.
-func (h *Heartbeat) PendingEvents() ([]KernelEvent, error) {
-	var out []KernelEvent
+func (h *Heartbeat) PendingEvents() ([]heartbeat.Event, error) {
+	var out []heartbeat.Event
 	for h.events.AvailableBytes() > 0 {
 		ev, err := h.ReadEvent()
 		if err != nil {

@@ -106,7 +106,7 @@ func poke(b []byte, i int, v byte) []byte {
 	return c
 }
 
-func counterDelta(t *testing.T, h *Heartbeat, before []uint64) map[int]uint64 {
+func counterDelta(t *testing.T, h *Heartbeat, before [heartbeat.NumCounters]uint64) map[int]uint64 {
 	t.Helper()
 	after, err := h.Counters()
 	if err != nil {
@@ -192,11 +192,11 @@ func TestHeartbeatXDPVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Accepted: data seq 10 and 12 (11 was never accepted: one lost), one echo reply.
-	if s.RxData != 2 || s.LastSeq != 12 || s.Lost != 1 || s.Incarnation != 5 || s.LastDataNs != testNow ||
-		s.Progress != 9 || s.ProgressNs != testNow || net.HardwareAddr(s.PeerMac[:]).String() != peerMAC.String() {
+	if s.RxData != 2 || s.LastSeq != 12 || s.Lost != 1 || s.Incarnation != 5 || s.LastDataNS != testNow ||
+		s.Progress != 9 || s.ProgressNS != testNow || net.HardwareAddr(s.PeerMAC[:]).String() != peerMAC.String() {
 		t.Errorf("slot after data frames: %+v", s)
 	}
-	if s.RxEcho != 1 || s.LastEchoSeq != 40 || s.LastRttNs != 2500 || s.SrttNs != 2500 || s.LastEchoNs != testNow {
+	if s.RxEcho != 1 || s.LastEchoSeq != 40 || s.LastRTTNS != 2500 || s.SRTTNS != 2500 || s.LastEchoNS != testNow {
 		t.Errorf("slot after echo reply: %+v", s)
 	}
 }

@@ -1,0 +1,176 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"vigil/heartbeat"
+)
+
+// TestKernelMatchesGoDetector drives the XDP program and the bpf_timer sweep (through
+// BPF_PROG_TEST_RUN, with the clock set in the config) and the pure Go detector with the same
+// random schedules of frames, carrier changes and sweeps, and requires the same verdicts, the
+// same events and the same slots and peers. The Go detector is the reference the rules are
+// tested on; this holds the kernel to it.
+func TestKernelMatchesGoDetector(t *testing.T) {
+	for seed := range uint64(6) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { checkParity(t, seed) })
+	}
+}
+
+func checkParity(t *testing.T, seed uint64) {
+	h := loadHeartbeatForTest(t)
+	rng := rand.New(rand.NewPCG(seed, 42))
+	kc := testConfig()
+	kc.StallTimeoutNS = 20_000_000
+	if seed%2 == 1 {
+		kc.ProgressNS = 8_000_000
+	}
+	gc := heartbeat.Config{
+		ClusterID: kc.ClusterID, NodeID: kc.NodeID, Key: kc.Key, Incarnation: kc.Incarnation,
+		DetectNS: kc.DetectNS, StallTimeoutNS: kc.StallTimeoutNS, ProgressNS: kc.ProgressNS,
+		Rise: kc.Rise, NLinks: kc.NLinks, StartNS: kc.StartNS,
+	}
+	// The kernel sees every test frame on loopback (ifindex 1) and is told before each frame
+	// which link that is; the Go detector gets one fake interface per link.
+	var mac [6]byte
+	copy(mac[:], selfMAC)
+	det, err := heartbeat.NewDetector(gc, []uint16{2, 3}, map[int]heartbeat.Iface{100: {LinkID: 0, MAC: mac}, 101: {LinkID: 1, MAC: mac}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now := uint64(testNow)
+	var seq [4][2]uint64     // data seq per peer and link
+	var echoSeq [4][2]uint64 // our seq per peer and link
+	inc := [4]uint64{2: 5, 3: 9}
+	progress := [4]uint64{}
+	silent := [4]bool{}  // daemon stalled: no data frames
+	cut := [4][2]bool{}  // link cut: no frames at all
+	var linksDown uint32 // local carrier
+	events := 0
+	for step := range 1500 {
+		now += uint64(rng.IntN(700_000)) + 1 // up to 0.7 ms per step
+		kc.NowNS = now
+		kc.LinksDown = linksDown
+		if err := h.SetConfig(kc); err != nil {
+			t.Fatal(err)
+		}
+		switch r := rng.IntN(100); {
+		case r < 3: // a peer's daemon stops or resumes
+			p := 2 + rng.IntN(2)
+			silent[p] = !silent[p]
+		case r < 6: // a link to a peer is cut or restored
+			p, l := 2+rng.IntN(2), rng.IntN(2)
+			cut[p][l] = !cut[p][l]
+		case r < 8: // local carrier change, then an immediate sweep as the daemon does
+			l := uint8(rng.IntN(2))
+			linksDown ^= 1 << l
+			det.SetLinkDown(l, linksDown&(1<<l) != 0)
+			kc.LinksDown = linksDown
+			if err := h.SetConfig(kc); err != nil {
+				t.Fatal(err)
+			}
+			events += compareSweep(t, step, h, det, now)
+		case r < 9: // a daemon restart: new incarnation
+			inc[2+rng.IntN(2)]++
+		case r < 10: // progress moves
+			progress[2+rng.IntN(2)]++
+		case r < 60: // a frame
+			p, l := uint16(2+rng.IntN(2)), uint8(rng.IntN(2))
+			if cut[p][l] {
+				continue
+			}
+			f := heartbeat.Frame{LinkID: l, ClusterID: testCluster, SendNS: now - uint64(rng.IntN(200_000))}
+			if rng.IntN(2) == 0 && !silent[p] {
+				seq[p][l] += 1 + uint64(rng.IntN(2)) // sometimes a frame is lost
+				if rng.IntN(8) == 0 {
+					seq[p][l]-- // and sometimes one is replayed
+				}
+				f.Flags, f.SrcNode, f.Incarnation, f.Seq, f.Progress = heartbeat.FlagEchoRequest, p, inc[p], seq[p][l], progress[p]
+			} else {
+				echoSeq[p][l]++
+				f.Flags, f.SrcNode, f.EchoNode, f.Incarnation, f.Seq, f.EchoNS = heartbeat.FlagEchoReply, testSelf, p, testInc, echoSeq[p][l], now
+			}
+			key := testKey
+			if rng.IntN(30) == 0 {
+				key = otherKey
+			}
+			payload := f.AppendEncode(nil, key)
+			if err := h.SetInterface(1, l, selfMAC); err != nil {
+				t.Fatal(err)
+			}
+			var src [6]byte
+			copy(src[:], peerMAC)
+			src[5] = byte(p)
+			kv, out, err := h.RunXDP(ethFrame(broadcast, src[:], payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gv, reply := det.Receive(now, 100+int(l), src, payload)
+			wantVerdict := uint32(xdpDrop)
+			if reply != nil {
+				wantVerdict = xdpTX
+				if string(out[14:14+heartbeat.FrameSize]) != string(reply) {
+					t.Fatalf("step %d: reflected frame differs:\nkernel % x\ngo     % x", step, out[14:78], reply)
+				}
+			}
+			if kv != wantVerdict {
+				t.Fatalf("step %d: frame %+v: kernel verdict %d, Go verdict %v (reply %v)", step, f, kv, gv, reply != nil)
+			}
+		default:
+			events += compareSweep(t, step, h, det, now)
+		}
+	}
+	kcount, err := h.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gcount := det.Counters(); kcount != gcount {
+		t.Errorf("counters: kernel %v, Go %v", kcount, gcount)
+	}
+	// The schedule must have exercised the rules, not compared two idle detectors.
+	if events < 50 || kcount[heartbeat.CounterReplay] == 0 || kcount[heartbeat.CounterBadMAC] == 0 {
+		t.Errorf("weak schedule: %d events, counters %v", events, kcount)
+	}
+	t.Logf("%d events agreed; counters %v", events, kcount)
+}
+
+// compareSweep sweeps both at now, compares, and returns the number of events.
+func compareSweep(t *testing.T, step int, h *Heartbeat, det *heartbeat.Detector, now uint64) int {
+	t.Helper()
+	if err := h.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	kev, err := h.PendingEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gev := det.Sweep(now)
+	if !slices.Equal(kev, gev) {
+		t.Fatalf("step %d at %d: events differ\nkernel %v\ngo     %v", step, now, kev, gev)
+	}
+	for _, p := range []uint16{2, 3} {
+		kp, err := h.Peer(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gp := det.Peer(p); kp != gp {
+			t.Fatalf("step %d: peer %d: kernel %+v, Go %+v", step, p, kp, gp)
+		}
+		for l := range uint8(2) {
+			ks, err := h.Slot(p, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gs := det.Slot(p, l); ks != gs {
+				t.Fatalf("step %d: slot %d/%d:\nkernel %+v\ngo     %+v", step, p, l, ks, gs)
+			}
+		}
+	}
+	return len(kev)
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -62,6 +63,9 @@ type Heartbeat struct {
 	peers  *ebpf.Memory
 	events *ringbuf.Reader
 
+	closeEvents sync.Once
+	eventsErr   error
+
 	mu    sync.Mutex
 	cfg   KernelConfig
 	links map[int]attached // by ifindex
@@ -92,12 +96,18 @@ func LoadHeartbeat(opts HeartbeatOptions) (*Heartbeat, error) {
 		if err := ensureBPFFS(opts.PinDir); err != nil {
 			return nil, err
 		}
-		for _, m := range spec.Maps {
-			m.Pinning = ebpf.PinByName
+		for name, m := range spec.Maps {
+			// The state maps; not the .bss that only carries type information.
+			if !strings.HasPrefix(name, ".") {
+				m.Pinning = ebpf.PinByName
+			}
 		}
 		copts.Maps.PinPath = opts.PinDir
 	}
 	if err := spec.LoadAndAssign(&h.objs, &copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load heartbeat programs: the maps pinned in %s come from an incompatible build; remove that directory and start again: %w", opts.PinDir, err)
+		}
 		return nil, fmt.Errorf("load heartbeat programs: %w", err)
 	}
 	if h.slots, err = h.objs.Slots.Memory(); err != nil {
@@ -425,6 +435,12 @@ func (h *Heartbeat) Close() error {
 		delete(h.links, ifindex)
 	}
 	h.mu.Unlock()
-	errs = append(errs, h.events.Close(), h.objs.Close())
+	errs = append(errs, h.CloseEvents(), h.objs.Close())
 	return errors.Join(errs...)
+}
+
+// CloseEvents closes the event reader, so that a blocked ReadEvent returns. It is idempotent.
+func (h *Heartbeat) CloseEvents() error {
+	h.closeEvents.Do(func() { h.eventsErr = h.events.Close() })
+	return h.eventsErr
 }

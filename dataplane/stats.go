@@ -5,8 +5,10 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
 // Class is the traffic class the xdp_stats program counts a frame in, chosen
@@ -110,4 +112,16 @@ func (s *Stats) Totals() (StatsTotals, error) {
 		}
 	}
 	return totals, nil
+}
+
+// Attach attaches xdp_stats to an interface of the calling thread's network namespace, in
+// native mode. Besides counting, this gives a veth end an XDP program, which a native XDP
+// program on its peer needs for XDP_TX to deliver (the test topology attaches it to the bridge
+// side of every veth for that reason). Close the returned link to detach.
+func (s *Stats) Attach(ifindex int) (io.Closer, error) {
+	l, err := link.AttachXDP(link.XDPOptions{Program: s.Program, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp_stats to interface %d: %w", ifindex, err)
+	}
+	return l, nil
 }

@@ -1,22 +1,88 @@
 // Command vigild is the Vigil node daemon: one per node, it runs the heartbeat plane, takes part
 // in membership and quorum, and brings service groups online and offline.
+//
+//	vigild --config /etc/vigil/node.yaml
+//
+// It exits non-zero, with nothing started, when the configuration is invalid. SIGTERM or SIGINT
+// detach its eBPF programs and remove their pins; after SIGKILL they stay in the kernel, which
+// keeps answering peers' echoes, and the next vigild takes them over.
 package main
 
 import (
-	"flag"
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
 
 	"vigil/internal/buildinfo"
+	"vigil/internal/nodeconf"
 )
 
+// CLI holds vigild's flags.
+type CLI struct {
+	Config    string           `short:"c" default:"/etc/vigil/node.yaml" type:"path" help:"Node configuration file."`
+	Fallback  bool             `help:"Receive heartbeats in user space (AF_PACKET) instead of XDP, whatever the configuration says."`
+	BPFDir    string           `name:"bpf-dir" default:"/sys/fs/bpf/vigil" type:"path" help:"bpffs directory where eBPF objects are pinned (mounted if needed)."`
+	LogFormat string           `enum:"text,json" default:"text" help:"Log format: text or json."`
+	LogLevel  slog.Level       `default:"info" help:"Log level: debug, info, warn, error."`
+	CheckOnly bool             `name:"check" help:"Validate the configuration and key file, then exit."`
+	Version   kong.VersionFlag `help:"Print the version and exit."`
+}
+
 func main() {
-	showVersion := flag.Bool("version", false, "print the version and exit")
-	flag.Parse()
-	if *showVersion {
-		fmt.Printf("vigild %s\n", buildinfo.Version())
-		return
+	var cli CLI
+	kong.Parse(&cli,
+		kong.Name("vigild"),
+		kong.Description("The Vigil node daemon."),
+		kong.Vars{"version": "vigild " + buildinfo.Version()},
+		kong.UsageOnError(),
+	)
+	if err := run(cli); err != nil {
+		fmt.Fprintln(os.Stderr, "vigild:", err)
+		os.Exit(1)
 	}
-	fmt.Fprintln(os.Stderr, "vigild: the node daemon is not implemented yet; only --version works in this build")
-	os.Exit(2)
+}
+
+func run(cli CLI) error {
+	cfg, err := nodeconf.Load(cli.Config)
+	if err != nil {
+		return err
+	}
+	key, err := nodeconf.LoadKey(cfg.KeyFile)
+	if err != nil {
+		return err
+	}
+	if cli.Fallback {
+		cfg.Heartbeat.Mode = nodeconf.ModeFallback
+	}
+	if cli.CheckOnly {
+		fmt.Printf("%s: configuration valid (cluster %s, node %d, %d links, %d peers)\n",
+			cli.Config, cfg.Cluster, cfg.Node, len(cfg.Links), len(cfg.Peers))
+		return nil
+	}
+	var h slog.Handler
+	opts := &slog.HandlerOptions{Level: cli.LogLevel}
+	if cli.LogFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	} else {
+		h = slog.NewTextHandler(os.Stderr, opts)
+	}
+	log := slog.New(h).With("node", cfg.Node)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := newDaemon(cfg, key, daemonOptions{BPFDir: cli.BPFDir, Log: log})
+	if err != nil {
+		return err
+	}
+	err = d.run(ctx)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return errors.Join(err, d.shutdown())
 }

@@ -3,6 +3,7 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,8 +17,10 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	"vigil/dataplane"
 )
 
 // Prefix starts the name of every namespace and temporary directory the harness makes. [Sweep]
@@ -123,6 +126,9 @@ type Cluster struct {
 	// with `ip netns exec` get a fresh /sys (and so no /sys/fs/bpf of the host) but inherit this
 	// mount, so daemons pin their eBPF objects here and find them again after a restart.
 	BPFDir string
+
+	xdp      *dataplane.Stats // the XDP program on every hub port
+	xdpLinks []io.Closer
 
 	mu     sync.Mutex
 	procs  map[int]*Proc
@@ -319,7 +325,38 @@ func (c *Cluster) wire() error {
 	if err := plug(c.Client, ClientID, Public); err != nil {
 		return err
 	}
+	if err := c.attachHubXDP(hub); err != nil {
+		return err
+	}
 	return c.addNeighbours()
+}
+
+// attachHubXDP gives every hub-side veth end an XDP program (xdp_stats, which passes
+// everything). A native XDP program on a veth can send a frame back out with XDP_TX only when
+// the peer end runs XDP too; on real NICs this is not needed, but here the heartbeat plane's echo
+// replies depend on it.
+func (c *Cluster) attachHubXDP(hub *netlink.Handle) error {
+	var err error
+	if c.xdp, err = dataplane.LoadStats(dataplane.StatsOptions{}); err != nil {
+		return err
+	}
+	links, err := hub.LinkList()
+	if err != nil {
+		return fmt.Errorf("list hub links: %w", err)
+	}
+	return inNamespace(c.Hub, func() error {
+		for _, l := range links {
+			if l.Type() != "veth" {
+				continue
+			}
+			xl, err := c.xdp.Attach(l.Attrs().Index)
+			if err != nil {
+				return err
+			}
+			c.xdpLinks = append(c.xdpLinks, xl)
+		}
+		return nil
+	})
 }
 
 // plug creates a veth pair: hub end `port` (with an explicit index) on bridge br, and the node
@@ -473,6 +510,12 @@ func (c *Cluster) Close() error {
 	var errs []error
 	for _, p := range procs {
 		p.kill()
+	}
+	for _, l := range c.xdpLinks {
+		errs = append(errs, l.Close())
+	}
+	if c.xdp != nil {
+		errs = append(errs, c.xdp.Close())
 	}
 	names := []string{c.Hub}
 	for _, n := range c.Nodes {

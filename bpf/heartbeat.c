@@ -408,7 +408,9 @@ static long sweep_link(__u64 index, void *arg)
 	}
 	if (s->state == HB_LINK_UP)
 		ps->links_up++;
-	if (carrier && s->last_data_ns && age(now, s->last_data_ns) <= cfg->detect_ns)
+	if (carrier && s->last_data_ns &&
+	    (age(now, s->last_data_ns) <= cfg->detect_ns ||
+	     (fresh && s->last_echo_ns <= s->last_data_ns + cfg->detect_ns)))
 		ps->data_fresh = 1;
 	ps->peer_seen = max64(ps->peer_seen, seen);
 	ps->progress_ns = max64(ps->progress_ns, s->progress_ns);

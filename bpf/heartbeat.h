@@ -65,7 +65,12 @@
  *
  * Peer (per configured peer), from its links:
  *   links_up = number of its links in state UP
- *   data_fresh = some link not in links_down has now - last_data_ns <= detect
+ *   data_fresh = some link not in links_down where the peer's daemon still
+ *                 speaks: now - last_data_ns <= detect, or the link is fresh
+ *                 and last_echo_ns <= last_data_ns + detect (echoes have not
+ *                 outlived the last data frame by more than detect: when a
+ *                 node is cut off, its last echo may arrive an interval after
+ *                 its last data frame, and that is no stall)
  *   progress_frozen = cfg.progress_ns != 0 and the progress counter in the
  *                 peer's data frames has not changed for more than
  *                 cfg.progress_ns

@@ -524,7 +524,12 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		if s.State == LinkUp {
 			linksUp++
 		}
-		dataFresh = dataFresh || carrier && d.fresh(now, s.LastDataNS)
+		// The daemon still speaks on this link if its data is fresh, or if the link is fresh
+		// and the echoes have not outlived its last data frame by more than DetectNS: when a
+		// node is cut off, its last echo can arrive an interval after its last data frame,
+		// and that is no stall.
+		speaks := d.fresh(now, s.LastDataNS) || fresh && s.LastDataNS != 0 && s.LastEchoNS <= s.LastDataNS+cfg.DetectNS
+		dataFresh = dataFresh || carrier && speaks
 		peerSeen = max(peerSeen, s.seen())
 		progressNS = max(progressNS, s.ProgressNS)
 	}

@@ -36,9 +36,13 @@ func OpenRawLink(name string) (*RawLink, error) {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+		if serr == nil {
+			// Room for bursts while the fallback receiver is not scheduled.
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+		}
 	}); err != nil || serr != nil {
 		conn.Close()
-		return nil, fmt.Errorf("raw link on %s: set PACKET_IGNORE_OUTGOING: %v %v", name, err, serr)
+		return nil, fmt.Errorf("raw link on %s: socket options: %v %v", name, err, serr)
 	}
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	return &RawLink{Iface: ifi, conn: conn, dst: &packet.Addr{HardwareAddr: bcast}}, nil

@@ -322,7 +322,7 @@ type LogEvent struct {
 	Line     int    `json:"-"` // line number in the log
 }
 
-// Events returns the transitions node n has logged so far, from line `from` on.
+// Events returns the transitions node n has logged after line `from` (a LogLines mark).
 func (n *Node) Events(from int) ([]LogEvent, error) {
 	f, err := os.Open(n.Log)
 	if err != nil {
@@ -335,7 +335,7 @@ func (n *Node) Events(from int) ([]LogEvent, error) {
 	line := 0
 	for sc.Scan() {
 		line++
-		if line < from || !strings.Contains(sc.Text(), `"kernel_ns"`) {
+		if line <= from || !strings.Contains(sc.Text(), `"kernel_ns"`) {
 			continue
 		}
 		var ev LogEvent
@@ -348,7 +348,7 @@ func (n *Node) Events(from int) ([]LogEvent, error) {
 	return out, sc.Err()
 }
 
-// WaitEvent waits until node n logs a transition (from line `from` on) for which match is true.
+// WaitEvent waits until node n logs a transition after line `from` for which match is true.
 func (n *Node) WaitEvent(from int, timeout time.Duration, match func(LogEvent) bool) (LogEvent, error) {
 	deadline := time.Now().Add(timeout)
 	for {

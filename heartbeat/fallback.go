@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -16,7 +15,7 @@ import (
 // path, but it runs at the mercy of the scheduler: a starved or stopped daemon stops hearing
 // its peers, which is what the eBPF path exists to prevent.
 type Fallback struct {
-	links  []*RawLink
+	links  []Link
 	sweep  time.Duration
 	log    *slog.Logger
 	events chan Event
@@ -29,7 +28,7 @@ type Fallback struct {
 }
 
 // NewFallback returns a receiver for det over links (indexed by link id), sweeping every sweep.
-func NewFallback(det *Detector, links []*RawLink, sweep time.Duration, log *slog.Logger) *Fallback {
+func NewFallback(det *Detector, links []Link, sweep time.Duration, log *slog.Logger) *Fallback {
 	return &Fallback{det: det, links: links, sweep: sweep, log: log, events: make(chan Event, 4096)}
 }
 
@@ -72,25 +71,23 @@ func (f *Fallback) sweepNow() {
 	}
 }
 
-func (f *Fallback) receive(ctx context.Context, l *RawLink) {
+func (f *Fallback) receive(ctx context.Context, l Link) {
 	buf := make([]byte, 1500)
 	for ctx.Err() == nil {
-		n, src, err := l.Recv(buf, time.Now().Add(100*time.Millisecond))
+		n, src, err := l.Receive(buf, time.Now().Add(100*time.Millisecond))
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
-				f.log.Warn("fallback receive", "interface", l.Iface.Name, "err", err)
+				f.log.Warn("fallback receive", "interface", l.Name(), "err", err)
 				time.Sleep(10 * time.Millisecond)
 			}
 			continue
 		}
-		var mac [6]byte
-		copy(mac[:], src)
 		f.mu.Lock()
-		_, reply := f.det.Receive(MonotonicNow(), l.Iface.Index, mac, buf[:n])
+		_, reply := f.det.Receive(MonotonicNow(), l.Ifindex(), src.MAC, buf[:n])
 		f.mu.Unlock()
 		if reply != nil {
-			if err := l.SendTo(reply, net.HardwareAddr(mac[:])); err != nil && ctx.Err() == nil {
-				f.log.Warn("fallback echo reply", "interface", l.Iface.Name, "err", err)
+			if err := l.Reply(reply, src); err != nil && ctx.Err() == nil {
+				f.log.Warn("fallback echo reply", "interface", l.Name(), "err", err)
 			}
 		}
 	}

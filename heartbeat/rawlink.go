@@ -54,23 +54,31 @@ func (l *RawLink) Send(payload []byte) error {
 	return err
 }
 
-// SendTo sends a payload to one station (echo replies of the fallback path).
-func (l *RawLink) SendTo(payload []byte, dst net.HardwareAddr) error {
-	_, err := l.conn.WriteTo(payload, &packet.Addr{HardwareAddr: dst})
-	return err
-}
+// Ifindex returns the interface index.
+func (l *RawLink) Ifindex() int { return l.Iface.Index }
 
-// Recv reads one heartbeat payload and its sender's MAC, waiting at most until deadline (zero:
-// no deadline).
-func (l *RawLink) Recv(buf []byte, deadline time.Time) (int, net.HardwareAddr, error) {
+// Name returns the interface name.
+func (l *RawLink) Name() string { return l.Iface.Name }
+
+// Receive reads one heartbeat payload and its sender's MAC, waiting at most until deadline
+// (zero: no deadline).
+func (l *RawLink) Receive(buf []byte, deadline time.Time) (int, Source, error) {
 	if err := l.conn.SetReadDeadline(deadline); err != nil {
-		return 0, nil, err
+		return 0, Source{}, err
 	}
 	n, addr, err := l.conn.ReadFrom(buf)
 	if err != nil {
-		return 0, nil, err
+		return 0, Source{}, err
 	}
-	return n, addr.(*packet.Addr).HardwareAddr, nil
+	var src Source
+	copy(src.MAC[:], addr.(*packet.Addr).HardwareAddr)
+	return n, src, nil
+}
+
+// Reply sends a payload to one station (echo replies of the fallback path).
+func (l *RawLink) Reply(payload []byte, to Source) error {
+	_, err := l.conn.WriteTo(payload, &packet.Addr{HardwareAddr: net.HardwareAddr(to.MAC[:])})
+	return err
 }
 
 // Close closes the socket.

@@ -24,13 +24,19 @@ const (
 )
 
 func forBothPaths(t *testing.T, f func(t *testing.T, c *vcluster.Cluster)) {
+	forBothPathsOpts(t, vcluster.Options{}, f)
+}
+
+func forBothPathsOpts(t *testing.T, opts vcluster.Options, f func(t *testing.T, c *vcluster.Cluster)) {
 	for _, path := range []struct {
 		name     string
 		fallback []int
 	}{{"ebpf", nil}, {"fallback", []int{1}}} {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
-			c := vcluster.New(t, vcluster.Options{Nodes: 3, Interval: interval, StallTimeout: stallTimeout, Fallback: path.fallback})
+			o := opts
+			o.Nodes, o.Interval, o.StallTimeout, o.Fallback = 3, interval, stallTimeout, path.fallback
+			c := vcluster.New(t, o)
 			waitAllAlive(t, c)
 			f(t, c)
 		})
@@ -204,6 +210,29 @@ func TestHeartbeatPartition(t *testing.T) {
 		if _, err := n1.WaitEvent(mark, wait, isEvent("peer alive", 3, -1)); err != nil {
 			t.Fatal(err)
 		}
+	})
+}
+
+// Heartbeats in UDP (routed links): the same detection, echoes reflected in XDP with the
+// addresses and ports swapped.
+func TestHeartbeatUDP(t *testing.T) {
+	forBothPathsOpts(t, vcluster.Options{UDP: true}, func(t *testing.T, c *vcluster.Cluster) {
+		n1 := c.Node(1)
+		deadline := time.Now().Add(wait)
+		for counters(t, n1)["echo_reply"] < 10 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no echo replies over UDP: %v", counters(t, n1))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		mark := n1.LogLines()
+		if err := c.Net.LinkDown(3, netns.Private1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n1.WaitEvent(mark, wait, isEvent("link down", 3, 1)); err != nil {
+			t.Fatal(err)
+		}
+		noEvent(t, n1, mark, "node 3 down after a link cut", isEvent("peer down", 3, -1))
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,8 +42,8 @@ type daemon struct {
 	log         *slog.Logger
 	incarnation uint64
 	startedAt   time.Time
-	links       []*heartbeat.RawLink // by link id
-	ifLinks     map[int]uint8        // ifindex -> link id
+	links       []heartbeat.Link // by link id
+	ifLinks     map[int]uint8    // ifindex -> link id
 	peerNames   map[uint16]string
 	sender      *heartbeat.Sender
 	plane       plane
@@ -70,10 +72,17 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	for _, p := range cfg.Peers {
 		d.peerNames[uint16(p.ID)] = peerName(p)
 	}
+	var udpPort uint16
 	for _, l := range cfg.Links {
-		if l.IsUDP() {
-			return d, fmt.Errorf("link %s: heartbeats over UDP are not supported by this vigild yet; use a raw Ethernet link", l.Name)
+		if !l.IsUDP() {
+			continue
 		}
+		// The XDP program recognises UDP heartbeats by one destination port.
+		if udpPort != 0 && l.UDP.Port() != udpPort {
+			return d, fmt.Errorf("link %s: UDP port %d differs from another UDP link's %d: all UDP links must use one port",
+				l.Name, l.UDP.Port(), udpPort)
+		}
+		udpPort = l.UDP.Port()
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return d, fmt.Errorf("data dir: %w", err)
@@ -82,12 +91,21 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 		return d, err
 	}
 	for id, l := range cfg.Links {
-		rl, err := heartbeat.OpenRawLink(l.Name)
+		var hl heartbeat.Link
+		if l.IsUDP() {
+			var peers []netip.AddrPort
+			for _, p := range cfg.Peers {
+				peers = append(peers, p.UDP[id])
+			}
+			hl, err = heartbeat.OpenUDPLink(l.Name, l.UDP, peers)
+		} else {
+			hl, err = heartbeat.OpenRawLink(l.Name)
+		}
 		if err != nil {
 			return d, fmt.Errorf("link %d (%s): %w", id, l.Name, err)
 		}
-		d.links = append(d.links, rl)
-		d.ifLinks[rl.Iface.Index] = uint8(id)
+		d.links = append(d.links, hl)
+		d.ifLinks[hl.Ifindex()] = uint8(id)
 	}
 	hb := cfg.Heartbeat
 	detect := uint64(hb.Interval) * uint64(hb.Multiplier)
@@ -107,10 +125,14 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)), StartNS: start,
 		}
 		ifaces := map[int]heartbeat.Iface{}
-		for _, rl := range d.links {
+		for _, hl := range d.links {
+			ifi, err := net.InterfaceByIndex(hl.Ifindex())
+			if err != nil {
+				return d, err
+			}
 			var mac [6]byte
-			copy(mac[:], rl.Iface.HardwareAddr)
-			ifaces[rl.Iface.Index] = heartbeat.Iface{LinkID: d.ifLinks[rl.Iface.Index], MAC: mac}
+			copy(mac[:], ifi.HardwareAddr)
+			ifaces[hl.Ifindex()] = heartbeat.Iface{LinkID: d.ifLinks[hl.Ifindex()], MAC: mac}
 		}
 		det, err := heartbeat.NewDetector(hc, peers, ifaces)
 		if err != nil {
@@ -128,6 +150,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			Key: key, ClusterID: clusterID, NodeID: uint16(cfg.Node), Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			SweepNS: uint64(hb.Sweep), StartNS: start, Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)),
+			UDPPort: udpPort,
 		})
 		if err != nil {
 			return d, err
@@ -135,23 +158,27 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 		if err := d.bpf.SetPeers(peers); err != nil {
 			return d, err
 		}
-		for _, rl := range d.links {
-			if err := d.bpf.SetInterface(rl.Iface.Index, d.ifLinks[rl.Iface.Index], rl.Iface.HardwareAddr); err != nil {
-				return d, err
-			}
-			mode, err := d.bpf.Attach(rl.Iface.Index)
+		for _, hl := range d.links {
+			ifi, err := net.InterfaceByIndex(hl.Ifindex())
 			if err != nil {
 				return d, err
 			}
-			d.xdpMode[rl.Iface.Name] = mode
+			if err := d.bpf.SetInterface(ifi.Index, d.ifLinks[ifi.Index], ifi.HardwareAddr); err != nil {
+				return d, err
+			}
+			mode, err := d.bpf.Attach(ifi.Index)
+			if err != nil {
+				return d, err
+			}
+			d.xdpMode[ifi.Name] = mode
 		}
 		if err := d.bpf.Start(); err != nil {
 			return d, err
 		}
 	}
 	tx := make([]heartbeat.Transmitter, len(d.links))
-	for i, rl := range d.links {
-		tx[i] = rl
+	for i, hl := range d.links {
+		tx[i] = hl
 	}
 	d.sender, err = heartbeat.NewSender(heartbeat.SenderConfig{
 		ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,

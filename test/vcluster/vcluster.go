@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,9 +33,15 @@ type Options struct {
 	StallTimeout time.Duration // zero: the daemon's default
 	// Fallback lists the nodes that receive heartbeats in user space instead of XDP.
 	Fallback []int
+	// UDP carries heartbeats in UDP (port UDPPort on each private address) instead of raw
+	// Ethernet frames.
+	UDP bool
 	// Bin is a directory holding vigild and vigil; empty builds them (once per process).
 	Bin string
 }
+
+// UDPPort is the heartbeat port of clusters with Options.UDP.
+const UDPPort = 5405
 
 // Cluster is a running set of daemons on a netns topology.
 type Cluster struct {
@@ -188,12 +195,23 @@ func (c *Cluster) writeConfig(n *netns.Node, keyPath string) (*Node, error) {
 		cfg.Heartbeat.Mode = nodeconf.ModeFallback
 	}
 	for _, l := range netns.PrivateLinks {
-		cfg.Links = append(cfg.Links, nodeconf.Link{Name: l.String()})
+		link := nodeconf.Link{Name: l.String()}
+		if c.Opts.UDP {
+			link.UDP = netip.AddrPortFrom(netns.Addr(n.ID, l), UDPPort)
+		}
+		cfg.Links = append(cfg.Links, link)
 	}
 	for _, p := range c.Net.Nodes {
-		if p.ID != n.ID {
-			cfg.Peers = append(cfg.Peers, nodeconf.Peer{ID: p.ID})
+		if p.ID == n.ID {
+			continue
 		}
+		peer := nodeconf.Peer{ID: p.ID}
+		if c.Opts.UDP {
+			for _, l := range netns.PrivateLinks {
+				peer.UDP = append(peer.UDP, netip.AddrPortFrom(netns.Addr(p.ID, l), UDPPort))
+			}
+		}
+		cfg.Peers = append(cfg.Peers, peer)
 	}
 	data, err := cfg.Marshal()
 	if err != nil {

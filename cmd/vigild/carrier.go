@@ -17,7 +17,11 @@ func watchCarrier(ctx context.Context, links map[int]uint8, set func(link uint8,
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { log.Warn("netlink link subscription", "err", err) },
+		ErrorCallback: func(err error) {
+			if ctx.Err() == nil {
+				log.Warn("netlink link subscription", "err", err)
+			}
+		},
 	}); err != nil {
 		close(done)
 		return fmt.Errorf("subscribe to netlink link events: %w", err)

@@ -275,7 +275,11 @@ func (n *Node) Stop() error {
 	}
 	err := n.proc.Terminate(10 * time.Second)
 	n.proc = nil
-	return err
+	if err != nil {
+		b, _ := os.ReadFile(n.Log)
+		return fmt.Errorf("%w\n%s", err, tail(string(b), 5))
+	}
+	return nil
 }
 
 // Kill kills the daemon with SIGKILL: its pinned XDP program and timer stay in the kernel.
@@ -336,6 +340,9 @@ type LogEvent struct {
 	State    string `json:"state"`
 	Was      string `json:"was"`
 	KernelNS uint64 `json:"kernel_ns"` // CLOCK_MONOTONIC of the sweep that saw it
+	// LastSeenNS is the CLOCK_MONOTONIC time of the last valid frame on the link (link events)
+	// or on any link (peer and jeopardy events); zero if none was ever seen.
+	LastSeenNS uint64 `json:"last_seen_ns"`
 	LinksUp  int    `json:"links_up"`
 	Line     int    `json:"-"` // line number in the log
 }

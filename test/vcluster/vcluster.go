@@ -343,8 +343,8 @@ type LogEvent struct {
 	// LastSeenNS is the CLOCK_MONOTONIC time of the last valid frame on the link (link events)
 	// or on any link (peer and jeopardy events); zero if none was ever seen.
 	LastSeenNS uint64 `json:"last_seen_ns"`
-	LinksUp  int    `json:"links_up"`
-	Line     int    `json:"-"` // line number in the log
+	LinksUp    int    `json:"links_up"`
+	Line       int    `json:"-"` // line number in the log
 }
 
 // Events returns the transitions node n has logged after line `from` (a LogLines mark).

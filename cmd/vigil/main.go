@@ -14,6 +14,7 @@ import (
 
 	"vigil/control/admin"
 	"vigil/internal/buildinfo"
+	"vigil/internal/nodeconf"
 )
 
 // Globals are the flags every command takes.
@@ -30,7 +31,27 @@ type CLI struct {
 	Nodes    NodesCmd    `cmd:"" help:"List the cluster nodes and how this node sees them."`
 	Links    LinksCmd    `cmd:"" help:"List the private links to every peer, with RTT and loss."`
 	Counters CountersCmd `cmd:"" help:"Show counters of rejected heartbeat frames."`
+	Keygen   KeygenCmd   `cmd:"" help:"Write a new random 128-bit cluster key file (mode 0600) to copy to every node."`
 	Version  VersionCmd  `cmd:"" help:"Print the version of this vigil binary."`
+}
+
+// KeygenCmd writes a new cluster key.
+type KeygenCmd struct {
+	Path string `arg:"" type:"path" help:"Where to write the key; an existing file is never overwritten."`
+}
+
+// Run writes the key file.
+func (k KeygenCmd) Run(g *Globals, out io.Writer) error {
+	if err := nodeconf.GenerateKey(k.Path); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, struct {
+			Path string `json:"path"`
+		}{k.Path})
+	}
+	_, err := fmt.Fprintf(out, "wrote a new cluster key to %s; copy it to every node (key_file in node.yaml)\n", k.Path)
+	return err
 }
 
 // VersionCmd prints the build version.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"vigil/control/admin"
+	"vigil/internal/nodeconf"
 )
 
 // now is the injected clock of every test.
@@ -327,5 +328,23 @@ func TestDependencies(t *testing.T) {
 				t.Errorf("vigil/cmd/vigil depends on %s", dep)
 			}
 		}
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cluster.key")
+	if out := runOK(t, "keygen", path); !strings.Contains(out, path) {
+		t.Errorf("vigil keygen: %q", out)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, mode %v", err, fi.Mode())
+	}
+	if _, err := nodeconf.LoadKey(path); err != nil {
+		t.Errorf("generated key does not load: %v", err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"keygen", path}, &out, &errOut, clock); code != 1 || !strings.Contains(errOut.String(), "exist") {
+		t.Errorf("keygen over an existing key: exit %d, stderr %q", code, errOut.String())
 	}
 }

@@ -331,9 +331,9 @@ func TestSaturateCPUs(t *testing.T) {
 		}
 		total += ticks
 	}
-	// USER_HZ is 100 on Linux: one second of one CPU is 100 ticks. The loops must have had at
-	// least half of every CPU over the second.
-	if want := 50 * runtime.NumCPU(); total < want {
+	// USER_HZ is 100 on Linux: one second of one CPU is 100 ticks. Alone, the loops take every
+	// CPU; other test packages running at the same time take some, so ask for a quarter.
+	if want := 25 * runtime.NumCPU(); total < want {
 		t.Errorf("busy loops used %d ticks in 1s on %d CPUs, want >= %d", total, runtime.NumCPU(), want)
 	}
 	select {

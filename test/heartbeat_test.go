@@ -3,9 +3,14 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"vigil/heartbeat"
 	"vigil/test/netns"
@@ -131,9 +136,13 @@ func TestHeartbeatLinkCut(t *testing.T) {
 		if _, err := n1.WaitEvent(mark, wait, isEvent("peer in jeopardy: one link left", 2, -1)); err != nil {
 			t.Fatal(err)
 		}
-		// Node 2 sees its own cable pulled: link 0 down to both peers.
+		// Node 2 sees its own cable pulled: link 0 down to both peers, and netlink confirms
+		// the carrier loss.
 		if _, err := c.Node(2).WaitEvent(0, wait, isEvent("link down", 3, 0)); err != nil {
 			t.Fatal(err)
+		}
+		if !logHas(t, c.Node(2), `"msg":"local carrier change"`) {
+			t.Error("node 2 did not log the netlink carrier loss")
 		}
 		time.Sleep(20 * interval)
 		noEvent(t, n1, mark, "node 2 down after a link cut", isEvent("peer down", 2, -1))
@@ -181,7 +190,19 @@ func TestHeartbeatDaemonKilled(t *testing.T) {
 		if _, err := n1.WaitEvent(mark, wait, isEvent("peer alive", 3, -1)); err != nil {
 			t.Fatal(err)
 		}
+		if !logHas(t, c.Node(3), `"msg":"xdp attachment taken over"`) {
+			t.Error("the restarted daemon did not take over its pinned XDP attachments")
+		}
 	})
+}
+
+func logHas(t *testing.T, n *vcluster.Node, s string) bool {
+	t.Helper()
+	b, err := os.ReadFile(n.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), s)
 }
 
 func TestHeartbeatPartition(t *testing.T) {
@@ -326,5 +347,76 @@ func TestVigilWithoutDaemon(t *testing.T) {
 	out, err := n.Vigil(ctx, "nodes")
 	if err == nil || !strings.Contains(out, "vigild is not running") {
 		t.Errorf("vigil nodes without a daemon: err %v, output %q", err, out)
+	}
+}
+
+// SIGTERM detaches the XDP programs and removes every pin; the exit is clean.
+func TestVigildSIGTERMDetaches(t *testing.T) {
+	c := vcluster.New(t, vcluster.Options{Nodes: 2, Interval: interval})
+	pins := filepath.Join(c.Net.BPFDir, "test-node2")
+	if ents, err := os.ReadDir(pins); err != nil || len(ents) == 0 {
+		t.Fatalf("no pinned objects at %s while vigild runs: %v", pins, err)
+	}
+	if err := c.Node(2).Stop(); err != nil {
+		t.Fatalf("vigild did not exit cleanly on SIGTERM: %v", err)
+	}
+	if ents, _ := os.ReadDir(pins); len(ents) != 0 {
+		t.Errorf("pins left after SIGTERM: %v", ents)
+	}
+	err := c.Net.Node(2).Do(func() error {
+		for _, l := range netns.PrivateLinks {
+			link, err := netlink.LinkByName(l.String())
+			if err != nil {
+				return err
+			}
+			if x := link.Attrs().Xdp; x != nil && x.Attached {
+				t.Errorf("%v: XDP program %d still attached after SIGTERM", l, x.ProgId)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An invalid configuration: a clear error naming file and line, a non-zero exit, nothing
+// started (no socket, no pins, no XDP).
+func TestVigildRejectsBadConfig(t *testing.T) {
+	c := vcluster.New(t, vcluster.Options{Nodes: 1})
+	n := c.Node(1)
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(n.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(good), "interval:", "intervall:", 1)
+	if bad == string(good) {
+		bad = string(good) + "heartbeat_typo: 1\n"
+	}
+	path := filepath.Join(c.Net.SharedDir, "bad.yaml")
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := vcluster.Binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	out, err := c.Net.Node(1).Run(ctx, filepath.Join(bin, "vigild"), "--config", path, "--bpf-dir", c.Net.BPFDir)
+	if err == nil {
+		t.Fatalf("vigild started with a bad config:\n%s", out)
+	}
+	if !regexp.MustCompile(`bad\.yaml:\d+: `).MatchString(out) {
+		t.Errorf("error does not name file and line:\n%s", out)
+	}
+	if _, err := os.Stat(n.Socket); !os.IsNotExist(err) {
+		t.Errorf("admin socket exists after a failed start: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.Net.BPFDir, "test-node1")); len(ents) != 0 {
+		t.Errorf("pins after a failed start: %v", ents)
 	}
 }

@@ -1,10 +1,11 @@
 // Command bench runs Vigil's benchmarks against real processes in the netns cluster harness.
 //
-//	go run ./bench [-quick] [-json FILE] NAME|all
+//	go run ./bench [-quick] [-json FILE] [-soak DURATION] NAME|all
 //
 // Each benchmark prints a table on stdout; -json writes a flat JSON object of metric name to
 // number, the names saying what, where and the unit (netns_build_3node_p99_ms). -quick makes a
-// short run of a few minutes at most. Benchmarks need root.
+// short run of a few minutes at most; -soak sets the length of each false-positive soak of the
+// heartbeat benchmark. Benchmarks need root.
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // benchmark is one named benchmark. It writes its table to out and returns its metrics.
@@ -26,13 +28,15 @@ type benchmark struct {
 
 type config struct {
 	quick bool
+	soak  time.Duration // length of each false-positive soak; zero: the benchmark's default
 }
 
 // metrics maps a metric name to its value.
 type metrics map[string]float64
 
 var benchmarks = map[string]benchmark{
-	"harness": {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
+	"harness":   {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
+	"heartbeat": {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
 }
 
 func main() {
@@ -46,8 +50,9 @@ func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "short run (a few minutes at most)")
 	jsonPath := fs.String("json", "", "write the metrics as a flat JSON object to this file")
+	soak := fs.Duration("soak", 0, "length of each false-positive soak of the heartbeat benchmark (default 10m, 1m with -quick)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: go run ./bench [-quick] [-json FILE] NAME|all")
+		fmt.Fprintln(fs.Output(), "usage: go run ./bench [-quick] [-json FILE] [-soak DURATION] NAME|all")
 		fs.PrintDefaults()
 		fmt.Fprintln(fs.Output(), "benchmarks:")
 		for _, name := range slices.Sorted(maps.Keys(benchmarks)) {
@@ -82,7 +87,7 @@ func run(args []string, out io.Writer) error {
 	all := metrics{}
 	for _, n := range names {
 		fmt.Fprintf(out, "== %s (quick=%v)\n", n, *quick)
-		m, err := benchmarks[n].run(config{quick: *quick}, out)
+		m, err := benchmarks[n].run(config{quick: *quick, soak: *soak}, out)
 		if err != nil {
 			return fmt.Errorf("%s: %w", n, err)
 		}

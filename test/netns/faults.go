@@ -157,9 +157,14 @@ func (c *Cluster) Loss(node int, l LinkID, percent float64, dir Direction) (*Fau
 	if hooks == nil {
 		return nil, fmt.Errorf("netns: bad direction %d", dir)
 	}
+	// numgen yields 0..9999, so "< 10000" is out of nft's range: 100% is a plain drop.
+	rule := fmt.Sprintf("numgen random mod 10000 < %d drop", threshold)
+	if threshold >= 10000 {
+		rule = "drop"
+	}
 	for _, hook := range hooks {
-		fmt.Fprintf(&b, " chain lose_%s {\n  type filter hook %s device %q priority 0; policy accept;\n  numgen random mod 10000 < %d drop\n }\n",
-			hook, hook, port, threshold)
+		fmt.Fprintf(&b, " chain lose_%s {\n  type filter hook %s device %q priority 0; policy accept;\n  %s\n }\n",
+			hook, hook, port, rule)
 	}
 	b.WriteString("}\n")
 	if err := c.nft(b.String()); err != nil {

@@ -235,6 +235,17 @@ func TestLoss(t *testing.T) {
 	if sent, got := pingStats(t, n1, Addr(2, Private0), 200, time.Millisecond); got != sent {
 		t.Errorf("after undo: %d of %d pings lost", sent-got, sent)
 	}
+	// 100% is a link that carries nothing.
+	f, err := c.Loss(1, Private0, 100, Outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent, got := pingStats(t, n1, Addr(2, Private0), 50, time.Millisecond); got != 0 {
+		t.Errorf("100%% loss: %d of %d pings answered", got, sent)
+	}
+	if err := f.Undo(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Loss(1, Private0, 101, Both); err == nil {
 		t.Error("loss of 101% accepted")
 	}

@@ -1,14 +1,13 @@
 package clusterdb
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"vigil/internal/yamlfile"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -26,7 +25,7 @@ const aliasSteps = 1 << 16
 //
 // all reported together (errors.Join), in line order. On any error the Config is nil.
 func ParseConfig(name string, data []byte) (*Config, error) {
-	root, err := decodeYAML(name, data)
+	root, err := yamlfile.Decode(name, data)
 	if err != nil {
 		return nil, err
 	}
@@ -35,92 +34,10 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	if !p.aborted {
 		c.check(p.semantic)
 	}
-	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b lineError) int { return a.line - b.line })
-		errs := make([]error, len(p.errs))
-		for i, e := range p.errs {
-			errs[i] = e.err
-		}
-		return nil, errors.Join(errs...)
+	if err := p.errs.Err(); err != nil {
+		return nil, err
 	}
 	return c, nil
-}
-
-// decodeYAML parses data, which must hold one YAML document, and returns its root node.
-func decodeYAML(file string, data []byte) (root *yaml.Node, err error) {
-	defer func() {
-		// The YAML parser panics on a few malformed inputs instead of returning an error; a bad
-		// file must be reported, not crash the daemon.
-		if r := recover(); r != nil {
-			root, err = nil, fmt.Errorf("%s: malformed YAML: %v", file, r)
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: empty configuration", file)
-		}
-		return nil, yamlError(file, err)
-	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, yamlError(file, err)
-	default:
-		return nil, fmt.Errorf("%s:%d: a second YAML document; the file must hold only one", file, next.Line)
-	}
-	root = &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = root.Content[0]
-	}
-	if root.Kind == 0 || root.ShortTag() == "!!null" {
-		return nil, fmt.Errorf("%s: empty configuration", file)
-	}
-	return root, nil
-}
-
-// yamlParserProblems are the messages of the YAML library's parser (as opposed to its scanner),
-// whose line it reports 0-based.
-var yamlParserProblems = []string{
-	"did not find expected <stream-start>",
-	"did not find expected <document start>",
-	"found undefined tag handle",
-	"did not find expected node content",
-	"did not find expected '-' indicator",
-	"did not find expected key",
-	"did not find expected ',' or ']'",
-	"did not find expected ',' or '}'",
-	"found duplicate %YAML directive",
-	"found incompatible YAML document",
-	"found duplicate %TAG directive",
-}
-
-// yamlError rewrites "yaml: line 3: msg" as "file:3: msg", with parser lines made 1-based.
-func yamlError(file string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if num, text, ok := strings.Cut(rest, ": "); ok {
-			if n, err := strconv.Atoi(num); err == nil {
-				line, msg = n, text
-			}
-		}
-	}
-	if slices.Contains(yamlParserProblems, msg) {
-		line++
-	}
-	if line > 0 {
-		return fmt.Errorf("%s:%d: %s", file, line, msg)
-	}
-	return fmt.Errorf("%s: %s", file, msg)
-}
-
-// lineError is one error with its line, so that errors can be reported in file order.
-type lineError struct {
-	line int
-	err  error
 }
 
 // parser walks the YAML tree of a cluster configuration. It records the line of every field it
@@ -129,7 +46,7 @@ type lineError struct {
 // that could not be read are not reported a second time.
 type parser struct {
 	file     string
-	errs     []lineError
+	errs     yamlfile.Errors
 	lines    map[string]int  // path -> line of its key (or list item)
 	broken   map[string]bool // paths with a structural error
 	steps    int
@@ -168,7 +85,7 @@ func (p *parser) add(line int, path, msg string) {
 	} else {
 		err = fmt.Errorf("%s: %s", p.file, msg)
 	}
-	p.errs = append(p.errs, lineError{line, err})
+	p.errs.Add(line, err)
 }
 
 // semantic records a broken rule found by Config.check, unless it follows from a structural

@@ -1,10 +1,7 @@
 package nodeconf
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/netip"
 	"path/filepath"
@@ -14,112 +11,29 @@ import (
 	"time"
 	"unicode"
 
+	"vigil/internal/yamlfile"
+
 	"go.yaml.in/yaml/v3"
 )
 
 // parse is Parse with relative paths resolved against baseDir, unless it is empty.
 func parse(file string, data []byte, baseDir string) (*Config, error) {
-	root, err := decodeYAML(file, data)
+	root, err := yamlfile.Decode(file, data)
 	if err != nil {
 		return nil, err
 	}
 	p := &parser{file: file, baseDir: baseDir}
 	c := p.config(root)
-	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b lineError) int { return a.line - b.line })
-		errs := make([]error, len(p.errs))
-		for i, e := range p.errs {
-			errs[i] = e.err
-		}
-		return nil, errors.Join(errs...)
+	if err := p.errs.Err(); err != nil {
+		return nil, err
 	}
 	return c, nil
-}
-
-// decodeYAML parses data, which must hold one YAML document, and returns its root node.
-func decodeYAML(file string, data []byte) (root *yaml.Node, err error) {
-	defer func() {
-		// The YAML parser panics with an "internal error" on a few malformed inputs instead of
-		// returning an error; a bad file must be reported, not crash the daemon.
-		if r := recover(); r != nil {
-			root, err = nil, fmt.Errorf("%s: malformed YAML: %v", file, r)
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: empty configuration", file)
-		}
-		return nil, yamlError(file, err)
-	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, yamlError(file, err)
-	default:
-		return nil, fmt.Errorf("%s:%d: a second YAML document; the file must hold only one", file, next.Line)
-	}
-	root = &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = root.Content[0]
-	}
-	if root.Kind == 0 || root.ShortTag() == "!!null" {
-		return nil, fmt.Errorf("%s: empty configuration", file)
-	}
-	return root, nil
-}
-
-// parserProblems are the errors of the YAML library's parser (parserc.go), as opposed to its
-// scanner. The library reports their line 0-based (it adds one for scanner errors only) and
-// leaves the line out when that is 0.
-var parserProblems = []string{
-	"did not find expected <stream-start>",
-	"did not find expected <document start>",
-	"found undefined tag handle",
-	"did not find expected node content",
-	"did not find expected '-' indicator",
-	"did not find expected key",
-	"did not find expected ',' or ']'",
-	"did not find expected ',' or '}'",
-	"found duplicate %YAML directive",
-	"found incompatible YAML document",
-	"found duplicate %TAG directive",
-}
-
-// yamlError rewrites an error of the YAML library, "yaml: line 3: msg", as "file:3: msg", with
-// the line of a parser error made 1-based.
-func yamlError(file string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if num, text, ok := strings.Cut(rest, ": "); ok {
-			if n, err := strconv.Atoi(num); err == nil {
-				line, msg = n, text
-			}
-		}
-	}
-	if slices.Contains(parserProblems, msg) {
-		line++
-	}
-	if line > 0 {
-		return fmt.Errorf("%s:%d: %s", file, line, msg)
-	}
-	return fmt.Errorf("%s: %s", file, msg)
-}
-
-// lineError is one error found in the file, kept with its line so that errors can be reported
-// in file order.
-type lineError struct {
-	line int
-	err  error
 }
 
 type parser struct {
 	file    string
 	baseDir string
-	errs    []lineError
+	errs    yamlfile.Errors
 }
 
 // errorf records an error at the line of n.
@@ -131,7 +45,7 @@ func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 	} else {
 		err = fmt.Errorf("%s: %s", p.file, msg)
 	}
-	p.errs = append(p.errs, lineError{n.Line, err})
+	p.errs.Add(n.Line, err)
 }
 
 // field is one key of a mapping with its value.

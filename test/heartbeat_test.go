@@ -33,14 +33,16 @@ func forBothPaths(t *testing.T, f func(t *testing.T, c *vcluster.Cluster)) {
 }
 
 func forBothPathsOpts(t *testing.T, opts vcluster.Options, f func(t *testing.T, c *vcluster.Cluster)) {
-	// The fallback receives in user space, where a loaded machine (CI runs test packages side
-	// by side) delays it by tens of milliseconds: it gets the tolerant profile a user would give
-	// a user-space detector, so that these tests check behaviour, not the scheduler.
+	// These tests check behaviour, not timing, so both paths get a tolerant profile (100 ms):
+	// the fallback receives in user space, which a loaded machine (CI runs test packages side by
+	// side) delays by tens of milliseconds, and this VM's vCPUs stop now and then for up to
+	// 140 ms whatever runs on them (see bench/README.md). The fast profile is measured by
+	// `go run ./bench heartbeat`.
 	for _, path := range []struct {
 		name       string
 		fallback   []int
 		multiplier int
-	}{{"ebpf", nil, 3}, {"fallback", []int{1}, 10}} {
+	}{{"ebpf", nil, 10}, {"fallback", []int{1}, 10}} {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
 			o := opts

@@ -181,18 +181,18 @@ func (p *parser) mapping(n *yaml.Node, path string, known ...string) (map[string
 // entries checks that n is a mapping with string keys, each at most once, and returns its entries
 // in order, recording the line of each. what describes the expected mapping in errors.
 func (p *parser) entries(n *yaml.Node, path, what string) ([]entry, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if !p.step(n) {
 		return nil, false
 	}
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, path, "expected %s, got %s", what, describe(n))
+		p.errorf(n, path, "expected %s, got %s", what, yamlfile.Describe(n))
 		return nil, false
 	}
 	var out []entry
 	first := make(map[string]int, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := deref(n.Content[i]), n.Content[i+1]
+		k, v := yamlfile.Deref(n.Content[i]), n.Content[i+1]
 		if !p.step(k) {
 			return nil, false
 		}
@@ -201,7 +201,7 @@ func (p *parser) entries(n *yaml.Node, path, what string) ([]entry, bool) {
 			continue
 		}
 		if k.Kind != yaml.ScalarNode || !scalarText(k) {
-			p.notef(k, path, "expected a name as key, got %s", describe(k))
+			p.notef(k, path, "expected a name as key, got %s", yamlfile.Describe(k))
 			continue
 		}
 		if line, dup := first[k.Value]; dup {
@@ -220,7 +220,7 @@ func (p *parser) require(n *yaml.Node, path string, fields map[string]entry, req
 	for _, k := range required {
 		if _, ok := fields[k]; !ok {
 			p.mark(join(path, k))
-			line := deref(n).Line
+			line := yamlfile.Deref(n).Line
 			if l, ok := p.lines[path]; ok && path != "" {
 				line = l // the line of the key that names the mapping
 			}
@@ -231,12 +231,12 @@ func (p *parser) require(n *yaml.Node, path string, fields map[string]entry, req
 
 // sequence checks that n is a list and returns its items, recording the line of each.
 func (p *parser) sequence(n *yaml.Node, path string) ([]*yaml.Node, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if !p.step(n) {
 		return nil, false
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, path, "expected a list, got %s", describe(n))
+		p.errorf(n, path, "expected a list, got %s", yamlfile.Describe(n))
 		return nil, false
 	}
 	for i, item := range n.Content {
@@ -257,11 +257,11 @@ func scalarText(n *yaml.Node) bool {
 
 // str returns the text of a scalar.
 func (p *parser) str(n *yaml.Node, path string) (string, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind == yaml.ScalarNode && scalarText(n) {
 		return n.Value, true
 	}
-	p.errorf(n, path, "expected a string, got %s", describe(n))
+	p.errorf(n, path, "expected a string, got %s", yamlfile.Describe(n))
 	return "", false
 }
 
@@ -282,9 +282,9 @@ func (p *parser) strList(n *yaml.Node, path string) []string {
 
 // integer returns the value of an integer scalar.
 func (p *parser) integer(n *yaml.Node, path string) (int64, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		p.errorf(n, path, "expected an integer, got %s", describe(n))
+		p.errorf(n, path, "expected an integer, got %s", yamlfile.Describe(n))
 		return 0, false
 	}
 	var v int64
@@ -302,7 +302,7 @@ func (p *parser) smallInt(n *yaml.Node, path string) int {
 		return 0
 	}
 	if v < -1<<31 || v > 1<<31-1 {
-		p.errorf(deref(n), path, "%d is out of range", v)
+		p.errorf(yamlfile.Deref(n), path, "%d is out of range", v)
 		return 0
 	}
 	return int(v)
@@ -310,27 +310,27 @@ func (p *parser) smallInt(n *yaml.Node, path string) int {
 
 // boolean returns the value of a boolean scalar.
 func (p *parser) boolean(n *yaml.Node, path string) bool {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
 		var v bool
 		if err := n.Decode(&v); err == nil {
 			return v
 		}
 	}
-	p.errorf(n, path, "expected true or false, got %s", describe(n))
+	p.errorf(n, path, "expected true or false, got %s", yamlfile.Describe(n))
 	return false
 }
 
 // duration sets *d to the value of a duration scalar ("10ms", or 0); it leaves *d alone on error.
 func (p *parser) duration(n *yaml.Node, path string, d *time.Duration) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!str" || n.ShortTag() == "!!int") {
 		if v, err := time.ParseDuration(n.Value); err == nil {
 			*d = v
 			return
 		}
 	}
-	p.errorf(n, path, "expected a duration like 10ms, 250us or 1.5s, got %s", describe(n))
+	p.errorf(n, path, "expected a duration like 10ms, 250us or 1.5s, got %s", yamlfile.Describe(n))
 }
 
 // enum sets *v to a string scalar that must be one of values; it leaves *v (the default) alone
@@ -345,7 +345,7 @@ func enum[T ~string](p *parser, n *yaml.Node, path, what string, v *T, values ..
 		for i, v := range values {
 			names[i] = string(v)
 		}
-		p.errorf(deref(n), path, "%q is not %s (%s)", s, what, orList(names))
+		p.errorf(yamlfile.Deref(n), path, "%q is not %s (%s)", s, what, orList(names))
 		return false
 	}
 	*v = T(s)
@@ -354,7 +354,7 @@ func enum[T ~string](p *parser, n *yaml.Node, path, what string, v *T, values ..
 
 // value returns a parameter value of type t in canonical form; strings are taken as written.
 func (p *parser) value(n *yaml.Node, path string, t ParamType) (string, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	switch t {
 	case ParamInteger:
 		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
@@ -378,7 +378,7 @@ func (p *parser) value(n *yaml.Node, path string, t ParamType) (string, bool) {
 	if canon, ok := canonicalValue(t, s); ok {
 		return canon, true
 	}
-	p.errorf(n, path, "%s is not %s", describe(n), typeArticle(t))
+	p.errorf(n, path, "%s is not %s", yamlfile.Describe(n), typeArticle(t))
 	return "", false
 }
 
@@ -394,7 +394,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		c.Version = p.smallInt(e.v, "version")
 		if c.Version > ConfigVersion {
 			// Nothing else in a newer file can be judged by this build.
-			p.errorf(deref(e.v), "version", "version %d is newer than this build understands (%d); upgrade vigil",
+			p.errorf(yamlfile.Deref(e.v), "version", "version %d is newer than this build understands (%d); upgrade vigil",
 				c.Version, ConfigVersion)
 			p.aborted = true
 			return c
@@ -648,36 +648,6 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
-}
-
-// deref follows an alias to the node it names.
-func deref(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-// describe names a node's value for error messages.
-func describe(n *yaml.Node) string {
-	n = deref(n)
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "null"
-		case "!!str":
-			return strconv.Quote(n.Value)
-		case "!!int", "!!float", "!!bool":
-			return n.Value
-		}
-		return n.ShortTag() + " " + strconv.Quote(n.Value)
-	}
-	return "nothing"
 }
 
 // orList writes "a, b or c".

@@ -54,12 +54,12 @@ type field struct{ key, val *yaml.Node }
 // mapping checks that n is a mapping whose keys are among known, each at most once, and returns
 // its fields by key; nil if n is not a mapping. path names n in errors ("" at the top level).
 func (p *parser) mapping(n *yaml.Node, path string, known ...string) map[string]field {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind != yaml.MappingNode {
 		if path == "" {
-			p.errorf(n, "expected a mapping of keys at the top level, got %s", describe(n))
+			p.errorf(n, "expected a mapping of keys at the top level, got %s", yamlfile.Describe(n))
 		} else {
-			p.errorf(n, "%s: expected a mapping, got %s", path, describe(n))
+			p.errorf(n, "%s: expected a mapping, got %s", path, yamlfile.Describe(n))
 		}
 		return nil
 	}
@@ -69,10 +69,10 @@ func (p *parser) mapping(n *yaml.Node, path string, known ...string) map[string]
 	}
 	fields := make(map[string]field, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := deref(n.Content[i]), n.Content[i+1]
+		k, v := yamlfile.Deref(n.Content[i]), n.Content[i+1]
 		switch {
 		case k.Kind != yaml.ScalarNode:
-			p.errorf(k, "expected a key%s, got %s", in, describe(k))
+			p.errorf(k, "expected a key%s, got %s", in, yamlfile.Describe(k))
 		case k.ShortTag() == "!!merge":
 			p.errorf(k, "merge keys (<<) are not supported%s", in)
 		case !slices.Contains(known, k.Value):
@@ -104,9 +104,9 @@ func (p *parser) require(n *yaml.Node, path string, fields map[string]field, req
 
 // sequence checks that n is a list and returns its items.
 func (p *parser) sequence(n *yaml.Node, path string) ([]*yaml.Node, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "%s: expected a list, got %s", path, describe(n))
+		p.errorf(n, "%s: expected a list, got %s", path, yamlfile.Describe(n))
 		return nil, false
 	}
 	return n.Content, true
@@ -115,22 +115,22 @@ func (p *parser) sequence(n *yaml.Node, path string) ([]*yaml.Node, bool) {
 // str returns the text of a scalar. Any scalar that YAML reads as a string, number, boolean or
 // timestamp is taken as written; null, binary and custom tags are errors.
 func (p *parser) str(n *yaml.Node, path string) (string, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind == yaml.ScalarNode {
 		switch n.ShortTag() {
 		case "!!str", "!!int", "!!float", "!!bool", "!!timestamp":
 			return n.Value, true
 		}
 	}
-	p.errorf(n, "%s: expected a string, got %s", path, describe(n))
+	p.errorf(n, "%s: expected a string, got %s", path, yamlfile.Describe(n))
 	return "", false
 }
 
 // integer returns the value of an integer scalar.
 func (p *parser) integer(n *yaml.Node, path string) (int64, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		p.errorf(n, "%s: expected an integer, got %s", path, describe(n))
+		p.errorf(n, "%s: expected an integer, got %s", path, yamlfile.Describe(n))
 		return 0, false
 	}
 	var v int64
@@ -153,13 +153,13 @@ func (p *parser) intIn(n *yaml.Node, path, what string, lo, hi int64) (int64, bo
 
 // duration returns the value of a duration scalar ("10ms", or 0).
 func (p *parser) duration(n *yaml.Node, path string) (time.Duration, bool) {
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!str" || n.ShortTag() == "!!int") {
 		if d, err := time.ParseDuration(n.Value); err == nil {
 			return d, true
 		}
 	}
-	p.errorf(n, "%s: expected a duration like 10ms, 250us or 1.5s, got %s", path, describe(n))
+	p.errorf(n, "%s: expected a duration like 10ms, 250us or 1.5s, got %s", path, yamlfile.Describe(n))
 	return 0, false
 }
 
@@ -335,7 +335,7 @@ func (p *parser) heartbeat(n, at *yaml.Node) Heartbeat {
 		if f == nil {
 			return hb
 		}
-		at = deref(n)
+		at = yamlfile.Deref(n)
 	}
 	// ok stays true while every value the cross checks need is valid.
 	ok := true
@@ -430,7 +430,7 @@ func (p *parser) links(e field) []Link {
 		if f == nil {
 			continue
 		}
-		p.require(deref(item), path, f, "name")
+		p.require(yamlfile.Deref(item), path, f, "name")
 		if e, ok := f["name"]; ok {
 			if s, ok := p.ifName(e.val, path+".name"); ok {
 				if j, dup := names[s]; dup {
@@ -446,7 +446,7 @@ func (p *parser) links(e field) []Link {
 			if uf == nil {
 				continue
 			}
-			p.require(deref(e.val), path+".udp", uf, "local")
+			p.require(yamlfile.Deref(e.val), path+".udp", uf, "local")
 			if le, ok := uf["local"]; ok {
 				if ap, ok := p.endpoint(le.val, path+".udp.local"); ok {
 					if j, dup := locals[ap]; dup {
@@ -500,7 +500,7 @@ func (p *parser) peers(e field, c *Config) []Peer {
 		if f == nil {
 			continue
 		}
-		item = deref(item)
+		item = yamlfile.Deref(item)
 		p.require(item, path, f, "id")
 		peer := &peers[i]
 		if e, ok := f["id"]; ok {
@@ -530,7 +530,7 @@ func (p *parser) peers(e field, c *Config) []Peer {
 		peer.UDP = make([]netip.AddrPort, len(c.Links))
 		udpAt := item
 		if e, ok := f["udp"]; ok {
-			udpAt = deref(e.val)
+			udpAt = yamlfile.Deref(e.val)
 			p.peerUDP(e.val, i, c.Links, linkByName, peer, used)
 		}
 		for j, l := range c.Links {
@@ -545,14 +545,14 @@ func (p *parser) peers(e field, c *Config) []Peer {
 // peerUDP walks the mapping from link names to endpoints of peers[idx] into peer.UDP.
 func (p *parser) peerUDP(n *yaml.Node, idx int, links []Link, linkByName map[string]int, peer *Peer, used []map[netip.AddrPort]int) {
 	path := fmt.Sprintf("peers[%d].udp", idx)
-	n = deref(n)
+	n = yamlfile.Deref(n)
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s: expected a mapping from link names to endpoints, got %s", path, describe(n))
+		p.errorf(n, "%s: expected a mapping from link names to endpoints, got %s", path, yamlfile.Describe(n))
 		return
 	}
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := deref(n.Content[i]), n.Content[i+1]
+		k, v := yamlfile.Deref(n.Content[i]), n.Content[i+1]
 		name, ok := p.str(k, path+" key")
 		if !ok {
 			continue
@@ -592,34 +592,4 @@ func (p *parser) peerUDP(n *yaml.Node, idx int, links []Link, linkByName map[str
 		used[j][ap] = idx
 		peer.UDP[j] = ap
 	}
-}
-
-// deref follows an alias to the node it names.
-func deref(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-// describe names a node's value for error messages.
-func describe(n *yaml.Node) string {
-	n = deref(n)
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "null"
-		case "!!str":
-			return strconv.Quote(n.Value)
-		case "!!int", "!!float", "!!bool":
-			return n.Value
-		}
-		return n.ShortTag() + " " + strconv.Quote(n.Value)
-	}
-	return "nothing"
 }

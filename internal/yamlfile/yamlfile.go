@@ -119,3 +119,34 @@ func (e *Errors) Err() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Deref follows an alias to the node it names.
+func Deref(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// Describe names a node's value for error messages: "a mapping", "a list", "null", a quoted
+// string, or a number or boolean as written.
+func Describe(n *yaml.Node) string {
+	n = Deref(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "null"
+		case "!!str":
+			return strconv.Quote(n.Value)
+		case "!!int", "!!float", "!!bool":
+			return n.Value
+		}
+		return n.ShortTag() + " " + strconv.Quote(n.Value)
+	}
+	return "nothing"
+}

@@ -117,13 +117,15 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.cancel()
 	var errs []error
 	for _, c := range s.closers {
-		errs = append(errs, c())
+		if err := c(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	s.closers = nil
 	s.mu.Unlock()
-	s.cancel()
 	s.sessions.Wait()
 	return errors.Join(errs...)
 }

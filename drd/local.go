@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,8 +24,9 @@ type localLink struct {
 	d      *Device
 	conn   *net.UnixConn
 	sock   *os.File // dup of the socket, polled for the server's end
-	srvEfd int      // the server sleeps on it
-	cliEfd int      // we sleep on it
+	sockFd int
+	srvEfd int // the server sleeps on it
+	cliEfd int // we sleep on it
 	sqMu   sync.Mutex
 	stop   atomic.Bool
 	done   chan struct{}
@@ -51,6 +53,7 @@ func dialLocal(ctx context.Context, d *Device, path string) (*localLink, wire.We
 	if l.sock, err = l.conn.File(); err != nil {
 		return fail(fmt.Errorf("dup socket: %w", err))
 	}
+	l.sockFd = int(l.sock.Fd())
 	d.region.Reset()
 	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Device: d.name})
 	if dl, ok := ctx.Deadline(); ok {
@@ -136,13 +139,18 @@ func (l *localLink) recv() {
 			}
 			continue
 		}
+		// Completions come back within microseconds while the disk is busy: look again for a
+		// short while before paying for a sleep and a wake-up.
+		if spinUntil(r.Ready, spinFor) {
+			continue
+		}
 		r.SetWaiting(true)
 		if r.Ready() || l.stop.Load() {
 			r.SetWaiting(false)
 			continue
 		}
 		pfds[0] = unix.PollFd{Fd: int32(l.cliEfd), Events: unix.POLLIN}
-		pfds[1] = unix.PollFd{Fd: int32(l.sock.Fd()), Events: unix.POLLIN | unix.POLLRDHUP}
+		pfds[1] = unix.PollFd{Fd: int32(l.sockFd), Events: unix.POLLIN | unix.POLLRDHUP}
 		if _, err := unix.Poll(pfds, -1); err != nil && err != unix.EINTR {
 			l.d.broken(l, fmt.Errorf("poll: %w", err))
 			return
@@ -193,4 +201,23 @@ func (l *localLink) release() {
 		l.sock = nil
 	}
 	l.conn.Close()
+}
+
+// spinFor is how long the completion reaper spins before it sleeps.
+const spinFor = 20 * time.Microsecond
+
+// spinUntil polls cond until it holds (true) or d passes (false).
+func spinUntil(cond func() bool, d time.Duration) bool {
+	start := time.Now()
+	for i := 0; ; i++ {
+		if cond() {
+			return true
+		}
+		if i%16 == 15 {
+			if time.Since(start) > d {
+				return false
+			}
+			runtime.Gosched() // let the goroutines that submit run on this P
+		}
+	}
 }

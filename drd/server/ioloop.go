@@ -106,7 +106,9 @@ func (l *ioLoop) run() {
 		}
 		for len(reqs) > 0 {
 			n, err := l.eng.Submit(reqs)
-			if err != nil && !errors.Is(err, uring.ErrQueueFull) {
+			if err != nil && n == len(reqs) {
+				l.log.Error("drd submit", "device", l.dev.Name, "err", err)
+			} else if err != nil && !errors.Is(err, uring.ErrQueueFull) {
 				// The request was checked before; a refusal here is a bug or a kernel failure.
 				ud := reqs[n].UserData
 				l.log.Error("drd submit failed", "device", l.dev.Name, "err", err)

@@ -51,6 +51,7 @@ type localSession struct {
 	dev       *Device
 	conn      *net.UnixConn
 	sock      *os.File // a dup of the socket, polled for the client's end
+	sockFd    int
 	mem       []byte
 	ring      *shm.Server
 	srvEfd    int
@@ -133,6 +134,7 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 	if ls.sock, err = ls.conn.File(); err != nil {
 		return nil, wire.StatusIO, fmt.Sprintf("dup socket: %v", err)
 	}
+	ls.sockFd = int(ls.sock.Fd())
 	eng, err := uring.NewEngine(uring.Config{QueueDepth: int(g.SQEntries), DisableURing: ls.s.cfg.DisableURing, Align: dev.Align})
 	if err != nil {
 		return nil, wire.StatusIO, err.Error()
@@ -205,8 +207,7 @@ func (ls *localSession) run() error {
 		if k > 0 && ls.ring.Publish() {
 			ls.kick(ls.cliEfd)
 		}
-		inflight := depth - len(free)
-		budget := min(cqFree-k-inflight-len(post), len(free))
+		budget := min(cqFree-k-(depth-len(free))-len(post), len(free))
 		n := 0
 		if budget > 0 {
 			if n, err = ls.ring.Poll(sqes[:budget]); err != nil {
@@ -238,9 +239,20 @@ func (ls *localSession) run() error {
 			}
 			reqs = append(reqs, q)
 		}
-		for len(reqs) > 0 {
-			m, err := ls.eng.Submit(reqs)
-			if err != nil {
+		progress := k > 0 || n > 0
+		// Submit and, unless the client has more for us, wait for a completion in the same
+		// system call.
+		wait := 0
+		if len(post) == 0 && !ls.ring.Pending() && depth-len(free) > 0 {
+			wait = 1
+		}
+		for len(reqs) > 0 || wait > 0 {
+			m, err := ls.eng.SubmitWait(reqs, wait)
+			wait = 0
+			if err != nil && m == len(reqs) {
+				// The kernel failed the system call; the requests stay queued in the ring.
+				ls.s.log.Error("drd local submit", "device", ls.dev.Name, "err", err)
+			} else if err != nil {
 				// Checked above and within the engine's depth: a kernel failure.
 				ud := reqs[m].UserData
 				ls.s.log.Error("drd local submit failed", "device", ls.dev.Name, "err", err)
@@ -250,13 +262,8 @@ func (ls *localSession) run() error {
 			}
 			reqs = reqs[:copy(reqs, reqs[m:])]
 		}
-		progress := k > 0 || n > 0
-		if inflight = depth - len(free); inflight > 0 {
-			want := 1
-			if progress || ls.ring.Pending() {
-				want = 0
-			}
-			r, err := ls.eng.Reap(cqes, want)
+		if depth-len(free) > 0 {
+			r, err := ls.eng.Reap(cqes, 0)
 			if err != nil {
 				ls.s.log.Error("drd local reap", "device", ls.dev.Name, "err", err)
 			}
@@ -291,7 +298,7 @@ func (ls *localSession) run() error {
 
 // sleep waits for the server eventfd or the client's end (socket readable or hung up).
 func (ls *localSession) sleep() (gone bool, err error) {
-	pfds := []unix.PollFd{{Fd: int32(ls.srvEfd), Events: unix.POLLIN}, {Fd: int32(ls.sock.Fd()), Events: unix.POLLIN | unix.POLLRDHUP}}
+	pfds := []unix.PollFd{{Fd: int32(ls.srvEfd), Events: unix.POLLIN}, {Fd: int32(ls.sockFd), Events: unix.POLLIN | unix.POLLRDHUP}}
 	for {
 		_, err := unix.Poll(pfds, 1000)
 		if err == unix.EINTR {

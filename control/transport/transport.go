@@ -71,6 +71,10 @@ type Transport interface {
 	Dial(ctx context.Context, peer NodeID, svc Service) (Conn, error)
 	// Listen accepts the streams peers open to svc on this node. One listener per service.
 	Listen(svc Service) (Listener, error)
+	// Reset breaks every stream between this node and peer, at once: the heartbeat plane
+	// reported the peer down, and waiting for the network stack to notice takes seconds.
+	// Later Dials are allowed (they fail while the peer stays unreachable).
+	Reset(peer NodeID)
 	// Close closes every listener and stream of this transport.
 	Close() error
 }

@@ -32,7 +32,7 @@ func (m *Memory) Node(id NodeID) Transport {
 	if n := m.nodes[id]; n != nil {
 		return n
 	}
-	n := &memNode{net: m, id: id, listeners: map[Service]*memListener{}, conns: map[*memStream]bool{}}
+	n := &memNode{net: m, id: id, listeners: map[Service]*queueListener{}, conns: map[*memStream]bool{}}
 	m.nodes[id] = n
 	return n
 }
@@ -79,7 +79,7 @@ type memNode struct {
 
 	mu        sync.Mutex
 	closed    bool
-	listeners map[Service]*memListener
+	listeners map[Service]*queueListener
 	conns     map[*memStream]bool
 }
 
@@ -132,7 +132,13 @@ func (n *memNode) Listen(svc Service) (Listener, error) {
 	if n.listeners[svc] != nil {
 		return nil, fmt.Errorf("listen %s on node %d: already listening", svc, n.id)
 	}
-	l := &memListener{node: n, svc: svc, queue: make(chan *memConn, 16), done: make(chan struct{})}
+	l := newQueueListener(16, func(l *queueListener) {
+		n.mu.Lock()
+		if n.listeners[svc] == l {
+			delete(n.listeners, svc)
+		}
+		n.mu.Unlock()
+	})
 	n.listeners[svc] = l
 	return l, nil
 }
@@ -145,14 +151,14 @@ func (n *memNode) Close() error {
 	}
 	n.closed = true
 	ls := n.listeners
-	n.listeners = map[Service]*memListener{}
+	n.listeners = map[Service]*queueListener{}
 	var streams []*memStream
 	for s := range n.conns {
 		streams = append(streams, s)
 	}
 	n.mu.Unlock()
 	for _, l := range ls {
-		l.close()
+		l.shut()
 	}
 	for _, s := range streams {
 		s.shut(true, fmt.Errorf("%w: node %d closed its transport", ErrClosed, n.id))
@@ -162,39 +168,6 @@ func (n *memNode) Close() error {
 		delete(n.net.nodes, n.id)
 	}
 	n.net.mu.Unlock()
-	return nil
-}
-
-type memListener struct {
-	node  *memNode
-	svc   Service
-	queue chan *memConn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (l *memListener) Accept(ctx context.Context) (Conn, error) {
-	select {
-	case c := <-l.queue:
-		return c, nil
-	case <-l.done:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (l *memListener) close() {
-	l.once.Do(func() { close(l.done) })
-}
-
-func (l *memListener) Close() error {
-	l.node.mu.Lock()
-	if l.node.listeners[l.svc] == l {
-		delete(l.node.listeners, l.svc)
-	}
-	l.node.mu.Unlock()
-	l.close()
 	return nil
 }
 

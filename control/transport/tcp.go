@@ -54,7 +54,7 @@ type TCP struct {
 	mu        sync.Mutex
 	closed    bool
 	peers     map[NodeID]netip.AddrPort
-	listeners map[Service]*tcpListener
+	listeners map[Service]*queueListener
 	conns     map[*tcpConn]struct{}
 	wg        sync.WaitGroup
 }
@@ -81,7 +81,7 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &TCP{cfg: cfg, log: log, peers: map[NodeID]netip.AddrPort{},
-		listeners: map[Service]*tcpListener{}, conns: map[*tcpConn]struct{}{}}
+		listeners: map[Service]*queueListener{}, conns: map[*tcpConn]struct{}{}}
 	for id, a := range cfg.Peers {
 		t.peers[id] = a
 	}
@@ -300,7 +300,13 @@ func (t *TCP) Listen(svc Service) (Listener, error) {
 	if t.listeners[svc] != nil {
 		return nil, fmt.Errorf("listen %s on node %d: already listening", svc, t.cfg.Local)
 	}
-	l := &tcpListener{t: t, svc: svc, queue: make(chan *tcpConn), done: make(chan struct{})}
+	l := newQueueListener(0, func(l *queueListener) {
+		t.mu.Lock()
+		if t.listeners[svc] == l {
+			delete(t.listeners, svc)
+		}
+		t.mu.Unlock()
+	})
 	t.listeners[svc] = l
 	return l, nil
 }
@@ -329,48 +335,17 @@ func (t *TCP) Close() error {
 	}
 	t.closed = true
 	ls, cs := t.listeners, t.conns
-	t.listeners, t.conns = map[Service]*tcpListener{}, map[*tcpConn]struct{}{}
+	t.listeners, t.conns = map[Service]*queueListener{}, map[*tcpConn]struct{}{}
 	t.mu.Unlock()
 	err := t.ln.Close()
 	for _, l := range ls {
-		l.close()
+		l.shut()
 	}
 	for c := range cs {
 		c.fail(ErrClosed)
 	}
 	t.wg.Wait()
 	return err
-}
-
-type tcpListener struct {
-	t     *TCP
-	svc   Service
-	queue chan *tcpConn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (l *tcpListener) Accept(ctx context.Context) (Conn, error) {
-	select {
-	case c := <-l.queue:
-		return c, nil
-	case <-l.done:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (l *tcpListener) close() { l.once.Do(func() { close(l.done) }) }
-
-func (l *tcpListener) Close() error {
-	l.t.mu.Lock()
-	if l.t.listeners[l.svc] == l {
-		delete(l.t.listeners, l.svc)
-	}
-	l.t.mu.Unlock()
-	l.close()
-	return nil
 }
 
 // tcpConn is one stream. Send may be called concurrently; Recv from one goroutine at a time.

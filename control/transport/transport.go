@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // NodeID is a node's id in the cluster, 1 .. 63.
@@ -98,4 +99,36 @@ type Conn interface {
 	Recv(ctx context.Context) ([]byte, error)
 	// Close ends the stream; the peer's Recv then fails with ErrClosed.
 	Close() error
+}
+
+// queueListener is the Listener of both implementations: accepted streams wait on a queue.
+type queueListener struct {
+	queue  chan Conn
+	done   chan struct{}
+	once   sync.Once
+	remove func(*queueListener) // drops it from its transport's table
+}
+
+func newQueueListener(depth int, remove func(*queueListener)) *queueListener {
+	return &queueListener{queue: make(chan Conn, depth), done: make(chan struct{}), remove: remove}
+}
+
+func (l *queueListener) Accept(ctx context.Context) (Conn, error) {
+	select {
+	case c := <-l.queue:
+		return c, nil
+	case <-l.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// shut stops accepting; the transport has already dropped it from its table.
+func (l *queueListener) shut() { l.once.Do(func() { close(l.done) }) }
+
+func (l *queueListener) Close() error {
+	l.remove(l)
+	l.shut()
+	return nil
 }

@@ -104,8 +104,15 @@ func (l *ioLoop) run() {
 				break drain
 			}
 		}
-		for len(reqs) > 0 {
-			n, err := l.eng.Submit(reqs)
+		// Submit and, unless more requests wait, wait for a completion in the same system
+		// call.
+		wait := 0
+		if len(l.in) == 0 && len(inflight) > 0 {
+			wait = 1
+		}
+		for len(reqs) > 0 || wait > 0 {
+			n, err := l.eng.SubmitWait(reqs, wait)
+			wait = 0
 			if err != nil && n == len(reqs) {
 				l.log.Error("drd submit", "device", l.dev.Name, "err", err)
 			} else if err != nil && !errors.Is(err, uring.ErrQueueFull) {
@@ -122,11 +129,7 @@ func (l *ioLoop) run() {
 				l.reap(cqes, 1, inflight)
 			}
 		}
-		want := 0
-		if len(l.in) == 0 && len(inflight) > 0 {
-			want = 1
-		}
-		l.reap(cqes, want, inflight)
+		l.reap(cqes, 0, inflight)
 	}
 	if err := l.eng.Close(); err != nil {
 		l.log.Error("drd session engine close", "device", l.dev.Name, "err", err)

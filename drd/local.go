@@ -204,7 +204,7 @@ func (l *localLink) release() {
 }
 
 // spinFor is how long the completion reaper spins before it sleeps.
-const spinFor = 20 * time.Microsecond
+const spinFor = 50 * time.Microsecond
 
 // spinUntil polls cond until it holds (true) or d passes (false).
 func spinUntil(cond func() bool, d time.Duration) bool {

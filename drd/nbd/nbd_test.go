@@ -294,3 +294,23 @@ func FuzzRequest(f *testing.F) {
 		_ = AppendReply(nil, false, r, 5, 0)
 	})
 }
+
+func TestQemuImg(t *testing.T) {
+	need(t, "qemu-img")
+	e := newEnv(t, 8<<20)
+	out := run(t, "qemu-img", "info", "--output=json", e.uri())
+	if !strings.Contains(out, `"virtual-size": 8388608`) {
+		t.Fatalf("qemu-img info:\n%s", out)
+	}
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.raw"), filepath.Join(dir, "dst.raw")
+	data := make([]byte, 8<<20)
+	rand.Read(data[:4<<20]) // the second half stays zero
+	os.WriteFile(src, data, 0o600)
+	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, e.uri())
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", "nbd://"+e.tcp+"/d0", dst)
+	got, _ := os.ReadFile(dst)
+	if !bytes.Equal(got, data) {
+		t.Fatal("data copied in and out with qemu-img differs")
+	}
+}

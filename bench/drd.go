@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,9 +36,9 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 			return nil, fmt.Errorf("%s not installed (Debian packages fio, qemu-utils, nbdkit; see .ci/run)", tool)
 		}
 	}
-	size, runtime := int64(1<<30), 10*time.Second
+	size, runtime, rounds := int64(1<<30), 5*time.Second, 3
 	if cfg.quick {
-		size, runtime = 256<<20, 3*time.Second
+		size, runtime, rounds = 256<<20, 2*time.Second, 1
 	}
 	dir, err := os.MkdirTemp("/var/tmp", "drd-bench-")
 	if err != nil {
@@ -139,16 +141,25 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 		{"nbdkit", "nbdkit file, fio nbd (node 2 -> 1)", fioNBD("nbd://" + host + ":" + kitPort)},
 		{"drd_nbd", "DRD NBD export, fio nbd (node 2 -> 1)", fioNBD("nbd://" + drdNBD + "/d0")},
 	}
+	// The machine is shared and noisy: every workload is measured in several rounds, each
+	// round running every system once in turn, and the median round of each system counts.
 	m := metrics{}
-	rows := [][]string{{"system", "workload", "IOPS", "p50 us", "p99 us", "vs raw"}}
+	rows := [][]string{{"system", "workload", "IOPS", "p50 us", "p99 us", "vs raw", "rounds (IOPS)"}}
 	for _, rw := range []string{"randread", "randwrite"} {
 		for _, qd := range []int{1, 32} {
-			var base float64
-			for _, s := range systems {
-				r, err := s.run(rw, qd)
-				if err != nil {
-					return nil, fmt.Errorf("%s %s qd%d: %w", s.name, rw, qd, err)
+			results := make([][]ioResult, len(systems))
+			for range rounds {
+				for i, s := range systems {
+					r, err := s.run(rw, qd)
+					if err != nil {
+						return nil, fmt.Errorf("%s %s qd%d: %w", s.name, rw, qd, err)
+					}
+					results[i] = append(results[i], r)
 				}
+			}
+			var base float64
+			for i, s := range systems {
+				r := medianResult(results[i])
 				if s.name == "fio_raw" {
 					base = r.iops
 				}
@@ -158,8 +169,12 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 				m[key+"_p99_us"] = r.p99
 				ratio := r.iops / base
 				m[key+"_ratio_to_raw"] = math.Round(ratio*1000) / 1000
+				var each []string
+				for _, x := range results[i] {
+					each = append(each, fmt.Sprintf("%.0f", x.iops))
+				}
 				rows = append(rows, []string{s.label, fmt.Sprintf("%s qd%d", rw, qd), fmt.Sprintf("%.0f", r.iops),
-					fmt.Sprintf("%.1f", r.p50), fmt.Sprintf("%.1f", r.p99), fmt.Sprintf("%.2f", ratio)})
+					fmt.Sprintf("%.1f", r.p50), fmt.Sprintf("%.1f", r.p99), fmt.Sprintf("%.2f", ratio), strings.Join(each, " ")})
 			}
 		}
 	}
@@ -169,6 +184,13 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 
 // ioResult is one measurement: IOPS and completion latency quantiles in microseconds.
 type ioResult struct{ iops, p50, p99 float64 }
+
+// medianResult returns the result with the median IOPS.
+func medianResult(rs []ioResult) ioResult {
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b ioResult) int { return cmp.Compare(a.iops, b.iops) })
+	return sorted[len(sorted)/2]
+}
 
 // fillRandom writes size random bytes to path with O_DIRECT, so reads reach the disk (a sparse
 // or preallocated file would be answered with zeros without any).

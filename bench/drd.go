@@ -288,9 +288,13 @@ func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult
 	done := make(chan *drd.Call, qd)
 	started := make(map[*drd.Call]time.Time, qd)
 	for range qd {
-		buf := make([]byte, 4096)
-		rand.Read(buf)
-		c := &drd.Call{Op: op, Offset: mrand.Int64N(blocks) * 4096, Buf: buf, Done: done}
+		c, err := dev.NewCall(4096) // on the local path the disk reads into and writes from it
+		if err != nil {
+			return ioResult{}, err
+		}
+		defer dev.FreeCall(c)
+		rand.Read(c.Buf)
+		c.Op, c.Offset, c.Done = op, mrand.Int64N(blocks)*4096, done
 		started[c] = time.Now()
 		dev.Go(c)
 	}

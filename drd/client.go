@@ -46,7 +46,8 @@ type Call struct {
 	Err    error
 	Done   chan *Call // receives the call when it completes (made with room for one if nil)
 
-	slot int
+	slot  int
+	owned bool // the call holds its slot for life (NewCall): Buf is the slot itself
 }
 
 // Device is an open DRD device. Its methods are safe for concurrent use.
@@ -220,9 +221,11 @@ func (d *Device) Go(c *Call) *Call {
 		c.finish(fmt.Errorf("drd %v of %d bytes at %d: %w", c.Op, length, c.Offset, wire.StatusMisaligned.Err()))
 		return c
 	}
-	c.slot = <-d.slots
-	if c.Op == wire.OpWrite && d.region != nil {
-		copy(d.region.Slot(uint32(c.slot)), c.Buf)
+	if !c.owned {
+		c.slot = <-d.slots
+		if c.Op == wire.OpWrite && d.region != nil {
+			copy(d.region.Slot(uint32(c.slot)), c.Buf)
+		}
 	}
 	d.mu.Lock()
 	if d.closed || d.failed != nil {
@@ -231,7 +234,7 @@ func (d *Device) Go(c *Call) *Call {
 			err = ErrClosed
 		}
 		d.mu.Unlock()
-		d.slots <- c.slot
+		d.releaseSlot(c)
 		c.finish(err)
 		return c
 	}
@@ -271,14 +274,50 @@ func (d *Device) complete(l link, tag uint64, st wire.Status, data []byte) bool 
 	if st == wire.StatusOK {
 		switch c.Op {
 		case wire.OpRead:
-			c.N = copy(c.Buf, data)
+			c.N = len(c.Buf)
+			if !c.owned || d.region == nil || l.kind() != "local" {
+				c.N = copy(c.Buf, data)
+			}
 		case wire.OpWrite:
 			c.N = len(c.Buf)
 		}
 	}
-	d.slots <- c.slot
+	d.releaseSlot(c)
 	c.finish(st.Err())
 	return true
+}
+
+// releaseSlot returns the slot of a call that does not own one.
+func (d *Device) releaseSlot(c *Call) {
+	if !c.owned {
+		d.slots <- c.slot
+	}
+}
+
+// NewCall returns a call that holds one data slot until FreeCall, with Buf (size bytes, at
+// most MaxIO) inside it: on the local path the server's io_uring reads into and writes from Buf
+// itself, without the copies Go makes for other calls. Each such call takes one of the
+// QueueDepth slots for its whole life.
+func (d *Device) NewCall(size int) (*Call, error) {
+	if size <= 0 || size%wire.BlockSize != 0 || size > d.MaxIO() {
+		return nil, fmt.Errorf("drd new call: size %d (want a multiple of %d up to %d)", size, wire.BlockSize, d.MaxIO())
+	}
+	slot := <-d.slots
+	c := &Call{slot: slot, owned: true}
+	if d.region != nil {
+		c.Buf = d.region.Slot(uint32(slot))[:size]
+	} else {
+		c.Buf = make([]byte, size)
+	}
+	return c, nil
+}
+
+// FreeCall returns the slot of a call from NewCall; the call must not be in flight.
+func (d *Device) FreeCall(c *Call) {
+	if c.owned {
+		c.owned = false
+		d.slots <- c.slot
+	}
 }
 
 // broken drops l (if it is still the current link) and starts reconnecting.
@@ -362,7 +401,7 @@ func (d *Device) fail(err error) {
 	d.order = nil
 	d.mu.Unlock()
 	for _, c := range calls {
-		d.slots <- c.slot
+		d.releaseSlot(c)
 		c.finish(err)
 	}
 }

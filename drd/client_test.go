@@ -279,3 +279,39 @@ func TestOpenErrors(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// TestNewCall: calls that own their slot read and write through it on both paths.
+func TestNewCall(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			e.start()
+			d := e.open(t, path)
+			c, err := d.NewCall(8192)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.FreeCall(c)
+			for i := range c.Buf {
+				c.Buf[i] = byte(i % 251)
+			}
+			want := bytes.Clone(c.Buf)
+			c.Op, c.Offset = wire.OpWrite, 4096
+			if c = <-d.Go(c).Done; c.Err != nil || c.N != 8192 {
+				t.Fatalf("write: %d, %v", c.N, c.Err)
+			}
+			clear(c.Buf)
+			c.Op = wire.OpRead
+			if c = <-d.Go(c).Done; c.Err != nil || c.N != 8192 || !bytes.Equal(c.Buf, want) {
+				t.Fatalf("read: %d, %v", c.N, c.Err)
+			}
+			got := make([]byte, 8192)
+			if _, err := d.ReadAt(got, 4096); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("read back with ReadAt: %v", err)
+			}
+			if _, err := d.NewCall(100); err == nil {
+				t.Fatal("NewCall(100) accepted")
+			}
+		})
+	}
+}

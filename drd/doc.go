@@ -11,10 +11,12 @@
 // flight, and Go blocks while that many are. Offsets and lengths are whole 4096-byte blocks;
 // ReadAt and WriteAt split what is larger than the server's largest request.
 //
-// On the local path every call in flight owns one data slot of the shared region: writes are
-// copied into it when the call starts and reads out of it when it completes, and the server's
-// io_uring reads and writes the slot itself (it is registered as a fixed buffer in the server),
-// so the data crosses no socket and no kernel copy.
+// On the local path every call in flight owns one data slot of the shared region, and the
+// server's io_uring reads and writes the slot itself (it is registered as a fixed buffer in the
+// server), so the data crosses no socket and no kernel copy. A call from NewCall keeps its slot
+// for life and its Buf is the slot: the disk reads into and writes from the caller's memory.
+// Other calls' data is copied into the slot when a write starts and out of it when a read
+// completes.
 //
 // # Epochs and re-sending
 //

@@ -48,17 +48,16 @@ func (s *Server) ServeLocal(l *net.UnixListener) error {
 
 // localSession is the state of one local client.
 type localSession struct {
-	s         *Server
-	dev       *Device
-	conn      *net.UnixConn
-	sock      *os.File // a dup of the socket, polled for the client's end
-	sockFd    int
-	mem       []byte
-	ring      *shm.Server
-	srvEfd    int
-	cliEfd    int
-	eng       uring.Engine
-	fdsClosed bool
+	s      *Server
+	dev    *Device
+	conn   *net.UnixConn
+	sock   *os.File // a dup of the socket, polled for the client's end
+	sockFd int
+	mem    []byte
+	ring   *shm.Server
+	srvEfd int
+	cliEfd int
+	eng    uring.Engine
 }
 
 func (s *Server) serveLocal(c *net.UnixConn) (err error) {

@@ -15,7 +15,7 @@ import (
 
 // newBacking creates a sparse backing file of size bytes in a temporary directory on a file
 // system with O_DIRECT (not tmpfs).
-func newBacking(t *testing.T, size int64) string {
+func newBacking(t testing.TB, size int64) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/var/tmp", "drd-test-")
 	if err != nil {
@@ -32,7 +32,7 @@ func newBacking(t *testing.T, size int64) string {
 	return p
 }
 
-func newTestServer(t *testing.T, sync bool) (*Server, *Device) {
+func newTestServer(t testing.TB, sync bool) (*Server, *Device) {
 	t.Helper()
 	dev, err := OpenDevice("d0", newBacking(t, 1<<20))
 	if err != nil {

@@ -141,6 +141,8 @@ type Core struct {
 	tick      uint64    // ticks since start
 	now       time.Time // wall-clock time of the last tick
 	lastHeard map[uint64]uint64
+	// voterSince is when this node first saw each voter in the configuration.
+	voterSince map[uint64]uint64
 	down      map[uint64]bool // peers the heartbeat plane reports down on every channel
 
 	lead, term  uint64
@@ -162,6 +164,10 @@ type Core struct {
 	// waits for it before proposing again.
 	reconcileSeq, reconcileUntil uint64
 	leaderNoted                  uint64 // the term whose leadership this node recorded
+	// snapshotDue: a configuration change was applied; the next snapshot must hold it, or
+	// a node joining now would be sent a snapshot whose configuration lacks it (and raft
+	// refuses such a snapshot).
+	snapshotDue bool
 }
 
 var discard = &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
@@ -225,7 +231,7 @@ func NewCore(cfg Config) (*Core, error) {
 	}
 	c := &Core{
 		cfg: cfg, rn: rn, state: state, conf: proto.Clone(cs).(*raftpb.ConfState),
-		lastHeard: map[uint64]uint64{}, down: map[uint64]bool{},
+		lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
 		member: clusterdb.NodeIniting, snapIndex: snap.GetMetadata().GetIndex(),
 		seq: cfg.SeqStart, proposals: map[uint64]uint64{}, reads: map[uint64]uint64{}, readAt: map[uint64]uint64{},
 	}
@@ -533,6 +539,7 @@ func (c *Core) apply(e *raftpb.Entry, out *Output) error {
 			}
 		}
 		c.conf = c.rn.ApplyConfChange(&cc)
+		c.snapshotDue = true
 		out.Notes = append(out.Notes, Note{Kind: NoteConf, Index: e.GetIndex(), Voters: slices.Clone(c.conf.GetVoters()),
 			Text: fmt.Sprintf("%s node %d", cc.GetType(), cc.GetNodeId())})
 		if c.isVoter(c.cfg.ID) {
@@ -594,6 +601,14 @@ func (c *Core) settle(out *Output) {
 			text = "no quorum: " + c.reason()
 		}
 		out.Notes = append(out.Notes, Note{Kind: NoteQuorum, Quorate: q, Term: c.term, Leader: c.lead, Text: text})
+	}
+	for _, v := range c.conf.GetVoters() {
+		if _, ok := c.voterSince[v]; !ok {
+			c.voterSince[v] = c.tick
+		}
+	}
+	if c.isVoter(c.cfg.ID) {
+		c.wasVoter = true
 	}
 	if c.wasVoter && !c.isVoter(c.cfg.ID) && !slices.Contains(c.conf.GetLearners(), c.cfg.ID) {
 		c.setMember(out, clusterdb.NodeExited)
@@ -774,8 +789,11 @@ func (c *Core) reconcile(out *Output) {
 		if v == c.cfg.ID || !c.isVoter(v) || m.State == clusterdb.NodeFaulted || m.State == clusterdb.NodeExited {
 			continue
 		}
-		t, heard := c.lastHeard[v]
-		if c.down[v] || !heard && c.tick > uint64(3*c.cfg.ElectionTick) || heard && c.tick-t > uint64(3*c.cfg.ElectionTick) {
+		last, heard := c.lastHeard[v]
+		if !heard {
+			last = c.voterSince[v]
+		}
+		if c.down[v] || c.tick-last > uint64(3*c.cfg.ElectionTick) {
 			propose(&clusterdb.SetNodeState{ID: m.ID, State: clusterdb.NodeFaulted, Reason: "not reachable from the leader"},
 				fmt.Sprintf("marking node %d faulted", m.ID))
 			return
@@ -792,9 +810,10 @@ func (c *Core) proposeInternal(cmd clusterdb.Command) (uint64, error) {
 // and compacts the log up to KeepEntries behind it.
 func (c *Core) maybeSnapshot(out *Output) error {
 	applied := c.rn.BasicStatus().Applied
-	if applied < c.snapIndex+c.cfg.SnapshotEntries {
+	if applied <= c.snapIndex || applied < c.snapIndex+c.cfg.SnapshotEntries && !c.snapshotDue {
 		return nil
 	}
+	c.snapshotDue = false
 	data, err := c.state.Snapshot()
 	if err != nil {
 		return err

@@ -28,6 +28,8 @@ type SimOptions struct {
 	// SnapshotEntries and KeepEntries of every core (defaults 40 and 5: small, so that
 	// snapshots are sent).
 	SnapshotEntries, KeepEntries uint64
+	// Witnesses are the nodes that run as witnesses (vote, store the log, host nothing).
+	Witnesses []uint64
 	// DetectRounds is how many rounds after a node dies or is cut off the heartbeat plane
 	// reports it down to the nodes that cannot reach it (PeerDown); 0 disables the reports.
 	DetectRounds int
@@ -127,8 +129,12 @@ func NewSim(opts SimOptions) (*Sim, error) {
 func SimNodeName(id uint64) string { return fmt.Sprintf("n%d", id) }
 
 func (s *Sim) start(n *SimNode) error {
+	role := clusterdb.RoleMember
+	if slices.Contains(s.Opts.Witnesses, n.ID) {
+		role = clusterdb.RoleWitness
+	}
 	c, err := NewCore(Config{
-		ID: n.ID, Name: SimNodeName(n.ID), Storage: n.Storage,
+		ID: n.ID, Name: SimNodeName(n.ID), Role: role, Storage: n.Storage,
 		ElectionTick: s.Opts.ElectionTick, HeartbeatTick: s.Opts.HeartbeatTick,
 		SnapshotEntries: s.Opts.SnapshotEntries, KeepEntries: s.Opts.KeepEntries,
 		SeqStart: uint64(s.Round+1) << 32,
@@ -138,6 +144,14 @@ func (s *Sim) start(n *SimNode) error {
 	}
 	n.Core, n.Up, n.checked, n.hashed = c, true, 0, 0
 	return s.check(n)
+}
+
+// AddNode adds node id (the next one: len(Nodes)+1) with empty storage, as a node that joins
+// an existing cluster starts; it takes part once a member proposes AddNode for it.
+func (s *Sim) AddNode() (uint64, error) {
+	n := &SimNode{ID: uint64(len(s.Nodes) + 1), Storage: NewMemoryStorage()}
+	s.Nodes = append(s.Nodes, n)
+	return n.ID, s.start(n)
 }
 
 // Node returns node id.
@@ -458,9 +472,10 @@ func (s *Sim) Converged(ids []uint64) (bool, string) {
 	return true, ""
 }
 
-// SimConfig returns a valid cluster configuration for a sim of n nodes, carrying value as a
-// user name ("v<value>"), so that a configuration is a register clients write and read.
-func SimConfig(nodes int, value int) *clusterdb.Config {
+// Config returns a valid cluster configuration naming nodes 1..nodes (with the sim's
+// witnesses), carrying value as a user name ("v<value>"), so that the configuration is a
+// register clients write and read.
+func (s *Sim) Config(nodes, value int) *clusterdb.Config {
 	c := &clusterdb.Config{
 		Version: clusterdb.ConfigVersion,
 		Heartbeat: clusterdb.Heartbeat{Interval: 10 * time.Millisecond, Multiplier: 3,
@@ -468,7 +483,11 @@ func SimConfig(nodes int, value int) *clusterdb.Config {
 		Users: []clusterdb.User{{Name: fmt.Sprintf("v%d", value), Role: clusterdb.UserRole("guest")}},
 	}
 	for id := 1; id <= nodes; id++ {
-		c.Nodes = append(c.Nodes, clusterdb.Node{Name: SimNodeName(uint64(id)), ID: id, Role: clusterdb.RoleMember})
+		role := clusterdb.RoleMember
+		if slices.Contains(s.Opts.Witnesses, uint64(id)) {
+			role = clusterdb.RoleWitness
+		}
+		c.Nodes = append(c.Nodes, clusterdb.Node{Name: SimNodeName(uint64(id)), ID: id, Role: role})
 	}
 	return c
 }

@@ -130,7 +130,7 @@ func (sc *schedule) startOn(c *client, write bool, node uint64) {
 		var err error
 		if write {
 			seq, err = core.Propose(clusterdb.Command{Who: fmt.Sprintf("client%d", c.id), At: s.Now,
-				Payload: &clusterdb.ApplyConfig{Config: SimConfig(s.Opts.Nodes, in.value)}})
+				Payload: &clusterdb.ApplyConfig{Config: s.Config(s.Opts.Nodes, in.value)}})
 		} else {
 			seq, err = core.Read()
 		}

@@ -143,7 +143,7 @@ type Core struct {
 	lastHeard map[uint64]uint64
 	// voterSince is when this node first saw each voter in the configuration.
 	voterSince map[uint64]uint64
-	down      map[uint64]bool // peers the heartbeat plane reports down on every channel
+	down       map[uint64]bool // peers the heartbeat plane reports down on every channel
 
 	lead, term  uint64
 	raftState   raft.StateType

@@ -255,6 +255,15 @@ func (c *Core) Tick(now time.Time) {
 		// not yet seen the leader go; they ignore it while they believe in the leader.
 		_ = c.rn.Campaign()
 	}
+	// A read request (or its answer) lost on the way to the leader is not re-sent by raft:
+	// ask again every election timeout until the read completes or expires.
+	for seq, deadline := range c.reads {
+		if _, known := c.readAt[seq]; !known && c.lead != 0 {
+			if age := c.tick + uint64(c.cfg.ProposalTicks) - deadline; age > 0 && age%uint64(c.cfg.ElectionTick) == 0 {
+				c.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, seq))
+			}
+		}
+	}
 	// Early election of the others: if the first in line did not win, the next one tries.
 	if c.leadDownAt != 0 && c.lead == 0 {
 		if rank := c.rank(); rank > 0 && c.tick-c.leadDownAt == uint64(3*rank) {

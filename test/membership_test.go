@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func waitQuorum(t *testing.T, c *vcluster.Cluster, ids ...int) int {
 		for _, id := range ids {
 			st, err := clusterStatus(c.Node(id))
 			last = append(last, fmt.Sprintf("node %d: %+v %v", id, st, err))
-			if err != nil || !st.Quorate || st.Leader == 0 || lead != 0 && int(st.Leader) != lead {
+			if err != nil || !st.Quorate || !slices.Contains(ids, int(st.Leader)) || lead != 0 && int(st.Leader) != lead {
 				ok = false
 				continue
 			}
@@ -231,9 +232,16 @@ func TestMembershipLeaderKilled(t *testing.T) {
 		t.Fatalf("apply after the leader died: %v\n%s", err, out)
 	}
 	// The dead node is recorded faulted.
-	out, err := vigil(t, c.Node(rest[0]), "log", "--kind", "node-state", "--node", fmt.Sprint(lead))
-	if err != nil || !strings.Contains(out, "-> faulted") {
-		t.Fatalf("log of the dead leader: %v\n%s", err, out)
+	deadline := time.Now().Add(clusterWait)
+	for {
+		out, err := vigil(t, c.Node(rest[0]), "log", "--kind", "node-state", "--node", fmt.Sprint(lead))
+		if err == nil && strings.Contains(out, "-> faulted") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log of the dead leader: %v\n%s", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// Restarted from its data directory, it rejoins and catches up.
 	if err := c.Node(lead).Start(); err != nil {

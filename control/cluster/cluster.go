@@ -259,18 +259,40 @@ func (n *Node) ConfigApply(req admin.ConfigRequest, who string) (admin.ConfigCha
 	return n.applyConfig(c, req.ExpectIndex, who)
 }
 
+// applyConfig commits c. When the leader changes before the commit (the proposal may have
+// been lost with the old leader), it settles the outcome with a linearizable read through the
+// new leader, which has committed everything the old one could have: if the configuration is
+// still the one it started from, the proposal was lost and is made again; if it is now c, an
+// earlier attempt took effect.
 func (n *Node) applyConfig(c *clusterdb.Config, expect uint64, who string) (admin.ConfigChanges, error) {
-	ctx, cancel := n.ctx()
-	defer cancel()
-	res, err := n.rep.Propose(ctx, clusterdb.Command{Who: n.who(who),
-		Payload: &clusterdb.ApplyConfig{Config: c, ExpectIndex: expect}})
-	if err != nil {
-		return admin.ConfigChanges{}, err
+	before := n.rep.View()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := n.ctx()
+		res, err := n.rep.Propose(ctx, clusterdb.Command{Who: n.who(who),
+			Payload: &clusterdb.ApplyConfig{Config: c, ExpectIndex: expect}})
+		cancel()
+		if err == nil {
+			return admin.ConfigChanges{Changes: nonNil(res.Changes), Index: res.Index, Status: res.Status.String()}, nil
+		}
+		if !errors.Is(err, replica.ErrLeaderChanged) || errors.Is(err, replica.ErrNoQuorum) || attempt == 3 {
+			if res.Err != nil {
+				return admin.ConfigChanges{}, res.Err
+			}
+			return admin.ConfigChanges{}, err
+		}
+		now, rerr := n.read(true)
+		switch {
+		case rerr != nil:
+			return admin.ConfigChanges{}, fmt.Errorf("%w; and the outcome cannot be read: %w", err, rerr)
+		case now.ConfigIndex != before.ConfigIndex && len(clusterdb.Diff(now.Config, c)) == 0:
+			return admin.ConfigChanges{Changes: nonNil(clusterdb.Diff(before.Config, c)), Index: now.ConfigIndex,
+				Status: clusterdb.StatusApplied.String()}, nil
+		case now.ConfigIndex != before.ConfigIndex:
+			return admin.ConfigChanges{}, fmt.Errorf("%w; meanwhile another configuration was applied at index %d: check it with vigil config show",
+				err, now.ConfigIndex)
+		}
+		n.log.Info("leader changed before the configuration was committed; proposing it again", "attempt", attempt+1)
 	}
-	if !res.OK() {
-		return admin.ConfigChanges{}, res.Err
-	}
-	return admin.ConfigChanges{Changes: nonNil(res.Changes), Index: res.Index, Status: res.Status.String()}, nil
 }
 
 // ConfigBackup implements admin.ClusterProvider.

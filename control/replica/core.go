@@ -24,6 +24,9 @@ var (
 	ErrNoQuorum = errors.New("no quorum")
 	// ErrTimeout: the proposal was not applied in time. It may still be committed later.
 	ErrTimeout = errors.New("not committed in time; the change may or may not take effect")
+	// ErrLeaderChanged: the leader changed while the proposal was pending; it may or may not
+	// be committed (a new leader's first commit settles it: see Replica.Read).
+	ErrLeaderChanged = errors.New("the leader changed before the change was committed; it may or may not take effect")
 	// ErrRemoved: this node is no longer a member of the cluster.
 	ErrRemoved = errors.New("this node was removed from the cluster")
 	// ErrFaulted: this node stopped taking part (a storage failure, or an entry this build
@@ -591,7 +594,9 @@ func (c *Core) applied(proposer, seq uint64, res clusterdb.Result, out *Output) 
 // expires proposals.
 func (c *Core) settle(out *Output) {
 	bs := c.rn.BasicStatus()
+	leaderChanged := false
 	if bs.Lead != c.lead || bs.GetTerm() != c.term || bs.RaftState != c.raftState {
+		leaderChanged = bs.Lead != c.lead && c.lead != 0
 		if bs.Lead != c.lead && bs.Lead != 0 {
 			out.Notes = append(out.Notes, Note{Kind: NoteLeader, Term: bs.GetTerm(), Leader: bs.Lead,
 				Text: fmt.Sprintf("node %d is the leader in term %d", bs.Lead, bs.GetTerm())})
@@ -610,6 +615,18 @@ func (c *Core) settle(out *Output) {
 			text = "no quorum: " + c.reason()
 		}
 		out.Notes = append(out.Notes, Note{Kind: NoteQuorum, Quorate: q, Term: c.term, Leader: c.lead, Text: text})
+	}
+	if leaderChanged {
+		// Proposals forwarded to the old leader, or in this old leader's log, may be lost:
+		// say so now rather than at the timeout.
+		err := ErrLeaderChanged
+		if !c.quorate {
+			err = fmt.Errorf("%w (%s): %w", ErrNoQuorum, c.reason(), ErrLeaderChanged)
+		}
+		for seq := range c.proposals {
+			out.Done = append(out.Done, Done{Seq: seq, Err: err})
+			delete(c.proposals, seq)
+		}
 	}
 	for _, v := range c.conf.GetVoters() {
 		if _, ok := c.voterSince[v]; !ok {

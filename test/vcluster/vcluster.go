@@ -68,8 +68,8 @@ type Node struct {
 	Log    string // its JSON log (stderr)
 	// Args are extra vigild flags for the next Start.
 	Args []string
-	proc   *netns.Proc
-	c      *Cluster
+	proc *netns.Proc
+	c    *Cluster
 }
 
 var (

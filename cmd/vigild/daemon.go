@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"vigil/control/admin"
+	"vigil/control/cluster"
+	"vigil/control/transport"
 	"vigil/dataplane"
 	"vigil/heartbeat"
 	"vigil/internal/buildinfo"
@@ -33,8 +35,9 @@ type plane interface {
 }
 
 type daemonOptions struct {
-	BPFDir string
-	Log    *slog.Logger
+	BPFDir  string
+	Log     *slog.Logger
+	Cluster clusterFlags
 }
 
 type daemon struct {
@@ -52,6 +55,8 @@ type daemon struct {
 	xdpMode     map[string]string
 	admin       *admin.Server
 	progress    atomic.Uint64
+	cluster     *cluster.Node  // the cluster database; nil when off (see cluster.go)
+	transport   *transport.TCP // the cluster transport; nil when off
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
@@ -187,7 +192,10 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if err != nil {
 		return d, err
 	}
-	d.admin = &admin.Server{Provider: d, Log: d.log}
+	if err := d.startCluster(opts.Cluster, key); err != nil {
+		return d, err
+	}
+	d.admin = &admin.Server{Provider: d.provider(), Log: d.log}
 	if err := d.admin.Listen(cfg.AdminSocket); err != nil {
 		return d, err
 	}
@@ -278,6 +286,7 @@ loop:
 			break loop
 		case ev := <-events:
 			d.logEvent(ev)
+			d.clusterHeartbeat(ev)
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()
@@ -349,6 +358,7 @@ func (d *daemon) release(detach bool) error {
 	if d.admin != nil {
 		errs = append(errs, d.admin.Close())
 	}
+	errs = append(errs, d.stopCluster())
 	if d.bpf != nil {
 		if detach {
 			errs = append(errs, d.bpf.Detach())

@@ -75,16 +75,34 @@ func (c *Client) Counters() (Counters, error) {
 	return ctr, err
 }
 
+// ClearLink returns a link taken out of service by the error-rate rule to service.
+func (c *Client) ClearLink(name string) (ClearResult, error) {
+	var r ClearResult
+	err := c.callParams("links.clear", map[string]string{"link": name}, &r)
+	return r, err
+}
+
 // Close closes the connection.
 func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
 // call sends one request and decodes the result into out.
-func (c *Client) call(method string, out any) error {
+func (c *Client) call(method string, out any) error { return c.callParams(method, nil, out) }
+
+// callParams sends one request with params (nil: none) and decodes the result into out.
+func (c *Client) callParams(method string, params any, out any) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	req, err := json.Marshal(request{Method: method})
+	r := request{Method: method}
+	if params != nil {
+		p, err := json.Marshal(params)
+		if err != nil {
+			return fmt.Errorf("admin %s: encode params: %w", method, err)
+		}
+		r.Params = p
+	}
+	req, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("admin %s: encode request: %w", method, err)
 	}

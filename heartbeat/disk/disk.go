@@ -36,12 +36,12 @@ type Disk struct {
 	buf  []byte // one page-aligned slot (mmap), for O_DIRECT
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	tracker *Tracker
-	seq     uint64
+	mu                  sync.Mutex
+	tracker             *Tracker
+	seq                 uint64
 	writeErrs, readErrs uint64
-	lastErr error
-	paused  bool
+	lastErr             error
+	paused              bool
 }
 
 // Open opens the device or file with O_DIRECT and checks that it holds every configured

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // NodeID is a node's id in the cluster, 1 .. 63.
@@ -71,6 +72,10 @@ type Transport interface {
 	Dial(ctx context.Context, peer NodeID, svc Service) (Conn, error)
 	// Listen accepts the streams peers open to svc on this node. One listener per service.
 	Listen(svc Service) (Listener, error)
+	// Reset breaks every stream between this node and peer, at once: the heartbeat plane
+	// reported the peer down, and waiting for the network stack to notice takes seconds.
+	// Later Dials are allowed (they fail while the peer stays unreachable).
+	Reset(peer NodeID)
 	// Close closes every listener and stream of this transport.
 	Close() error
 }
@@ -94,4 +99,36 @@ type Conn interface {
 	Recv(ctx context.Context) ([]byte, error)
 	// Close ends the stream; the peer's Recv then fails with ErrClosed.
 	Close() error
+}
+
+// queueListener is the Listener of both implementations: accepted streams wait on a queue.
+type queueListener struct {
+	queue  chan Conn
+	done   chan struct{}
+	once   sync.Once
+	remove func(*queueListener) // drops it from its transport's table
+}
+
+func newQueueListener(depth int, remove func(*queueListener)) *queueListener {
+	return &queueListener{queue: make(chan Conn, depth), done: make(chan struct{}), remove: remove}
+}
+
+func (l *queueListener) Accept(ctx context.Context) (Conn, error) {
+	select {
+	case c := <-l.queue:
+		return c, nil
+	case <-l.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// shut stops accepting; the transport has already dropped it from its table.
+func (l *queueListener) shut() { l.once.Do(func() { close(l.done) }) }
+
+func (l *queueListener) Close() error {
+	l.remove(l)
+	l.shut()
+	return nil
 }

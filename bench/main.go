@@ -35,8 +35,9 @@ type config struct {
 type metrics map[string]float64
 
 var benchmarks = map[string]benchmark{
-	"harness":   {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
-	"heartbeat": {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
+	"harness":      {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
+	"heartbeat":    {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
+	"interconnect": {"message gap, loss and latency over the transport while the carrying link is cut; TCX cost", runInterconnect},
 }
 
 func main() {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -344,4 +345,32 @@ func (h *Heartbeat) LinkBadMAC() ([maxLinks]uint64, error) {
 		}
 	}
 	return out, nil
+}
+
+// Cost runs the program repeat times on frame in the kernel (BPF_PROG_TEST_RUN, leaving
+// through the loopback interface) and returns the mean time per run.
+func (s *Steer) Cost(frame []byte, repeat int) (time.Duration, error) {
+	_, d, err := s.objs.SteerEgress.Benchmark(frame, repeat, nil)
+	if err != nil {
+		return 0, fmt.Errorf("run steering program: %w", err)
+	}
+	return d, nil
+}
+
+// SetLinkStateForTest writes the state and learned MAC of (peer, link) into the heartbeat
+// plane's slots the way the sweep and XDP would; for benchmarks and tests of the steering
+// program without traffic.
+func (h *Heartbeat) SetLinkStateForTest(peer uint16, linkID uint8, up bool, mac net.HardwareAddr) error {
+	var slot heartbeatHbSlot
+	idx := uint32(peer)*maxLinks + uint32(linkID)
+	if err := h.objs.Slots.Lookup(idx, &slot); err != nil {
+		return err
+	}
+	slot.State = 0
+	if up {
+		slot.State = 1
+	}
+	slot.PeerMac = [6]byte{}
+	copy(slot.PeerMac[:], mac)
+	return h.objs.Slots.Put(idx, &slot)
 }

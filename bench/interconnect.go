@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -51,9 +54,18 @@ const (
 type icVariant struct {
 	name   string // in metric names
 	rtoMin time.Duration
+	// nudge: when a node's daemon logs the link down, the bench sends an empty message on its
+	// end of the request/response stream, so that the other end's SACK reports the hole and
+	// RACK re-sends the lost segment at once instead of waiting for TLP or the RTO. It stands
+	// in for a transport that nudges its streams on the heartbeat plane's link-down events.
+	nudge bool
 }
 
-var icVariants = []icVariant{{"rto200ms", 0}, {"rto5ms", 5 * time.Millisecond}}
+var icVariants = []icVariant{
+	{"rto200ms", 0, false},
+	{"rto5ms", 5 * time.Millisecond, false},
+	{"rto5ms_nudge", 5 * time.Millisecond, true},
+}
 
 func runInterconnect(cfg config, out io.Writer) (metrics, error) {
 	cycles, pings := 20, 2000
@@ -79,6 +91,8 @@ func runInterconnect(cfg config, out io.Writer) (metrics, error) {
 			r.detect2.row("detection: cut -> link down (node 2)"),
 			r.owGap.row("one-way: longest delivery gap per cut"),
 			r.owControl.row("one-way: longest gap, same window before the cut"),
+			r.owHit.row("one-way: worst latency, sent -5..+20 ms of the cut"),
+			r.owHitControl.row("one-way: worst latency, sent -105..-80 ms"),
 			r.rrGap.row("request/response: longest wait per cut"),
 			r.rrControl.row("request/response: longest wait before the cut"),
 			r.owRestore.row("one-way: longest gap per restore"),
@@ -99,6 +113,8 @@ func runInterconnect(cfg config, out io.Writer) (metrics, error) {
 		r.rrGap.record(m, p+"rr_gap")
 		r.owRestore.record(m, p+"oneway_restore_gap")
 		r.owControl.record(m, p+"oneway_control_gap")
+		r.owHit.record(m, p+"oneway_cut_latency")
+		r.owHitControl.record(m, p+"oneway_control_latency")
 		r.rrControl.record(m, p+"rr_control_wait")
 		r.udp.record(m, p+"udp_rtt")
 		r.rr.record(m, p+"transport_rtt")
@@ -150,11 +166,14 @@ func tcxCost() (time.Duration, error) {
 type icResult struct {
 	detect, detect2, owGap, rrGap, owRestore sample
 	owControl, rrControl                     sample // the same windows just before each cut
-	udp, rr, ow                              sample
-	sent, delivered, reordered, duplicated   int
-	rrDone, rrLost                           int
-	peerDown                                 int
-	peerDownWhat                             []string
+	// The worst delivery latency of one-way messages sent from 5 ms before to 20 ms after each
+	// cut: what the cut costs a message; and the same for a window before the cut.
+	owHit, owHitControl                    sample
+	udp, rr, ow                            sample
+	sent, delivered, reordered, duplicated int
+	rrDone, rrLost                         int
+	peerDown                               int
+	peerDownWhat                           []string
 }
 
 // delivery is one one-way message as received.
@@ -219,6 +238,7 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 	// Node 2: the first message of a stream says what it is: "rr" (echo) or "ow" (sink).
 	var mu sync.Mutex
 	var got []delivery
+	serverRR := make(chan transport.Conn, 1)
 	wg.Go(func() {
 		for {
 			conn, err := ln.Accept(ctx)
@@ -231,12 +251,21 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 				if err != nil {
 					return
 				}
+				if string(kind) == "rr" {
+					select {
+					case serverRR <- conn:
+					default:
+					}
+				}
 				for {
 					msg, err := conn.Recv(ctx)
 					if err != nil {
 						return
 					}
 					if string(kind) == "rr" {
+						if len(msg) == 0 {
+							continue // a nudge
+						}
 						if conn.Send(ctx, msg) != nil {
 							return
 						}
@@ -289,6 +318,20 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		r.rr = append(r.rr, time.Since(t0))
 	}
 
+	if v.nudge {
+		srv := <-serverRR
+		wg.Go(func() { tailEvents(ctx, c.Node(1).Log, isEvent("link down", 2, 0), func() { rrConn.Send(ctx, nil) }) })
+		wg.Go(func() { tailEvents(ctx, c.Node(2).Log, isEvent("link down", 1, 0), func() { srv.Send(ctx, nil) }) })
+	}
+	recvReply := func() error {
+		for {
+			msg, err := rrConn.Recv(ctx)
+			if err != nil || len(msg) > 0 {
+				return err
+			}
+		}
+	}
+
 	// The streams run through the cuts.
 	type rrDone struct{ start, end time.Time }
 	var rrMu sync.Mutex
@@ -305,7 +348,7 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 			if rrConn.Send(ctx, b) != nil {
 				return
 			}
-			if _, err := rrConn.Recv(ctx); err != nil {
+			if err := recvReply(); err != nil {
 				return
 			}
 			rrMu.Lock()
@@ -429,6 +472,17 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		r.owGap = append(r.owGap, gap(ct.down, ct.up))
 		r.owRestore = append(r.owRestore, gap(ct.up, ct.steady.Add(100*time.Millisecond)))
 		r.owControl = append(r.owControl, gap(ct.down.Add(-icHold), ct.down))
+		worst := func(from, to time.Time) time.Duration {
+			var w time.Duration
+			for _, d := range ds {
+				if !d.sent.Before(from) && d.sent.Before(to) {
+					w = max(w, d.at.Sub(d.sent))
+				}
+			}
+			return w
+		}
+		r.owHit = append(r.owHit, worst(ct.down.Add(-5*time.Millisecond), ct.down.Add(20*time.Millisecond)))
+		r.owHitControl = append(r.owHitControl, worst(ct.down.Add(-105*time.Millisecond), ct.down.Add(-80*time.Millisecond)))
 		wait := func(from, to time.Time) time.Duration {
 			var w time.Duration
 			for _, x := range rrs {
@@ -495,4 +549,32 @@ func udpPingPong(c *vcluster.Cluster, n int) (sample, error) {
 		s = append(s, time.Since(t0))
 	}
 	return s, nil
+}
+
+// tailEvents follows a daemon's JSON log from its current end and calls f for every
+// transition for which match is true, until ctx ends.
+func tailEvents(ctx context.Context, path string, match func(vcluster.LogEvent) bool, f func()) {
+	file, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer file.Close()
+	if _, err := file.Seek(0, io.SeekEnd); err != nil {
+		return
+	}
+	r := bufio.NewReader(file)
+	var line []byte
+	for ctx.Err() == nil {
+		b, err := r.ReadBytes('\n')
+		line = append(line, b...)
+		if err != nil {
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		var ev vcluster.LogEvent
+		if json.Unmarshal(line, &ev) == nil && match(ev) {
+			f()
+		}
+		line = line[:0]
+	}
 }

@@ -115,6 +115,8 @@ struct links_view {
 	__u32 up;	/* bit per link: up with a learned MAC */
 	__u32 live;	/* ... and not bad */
 	__u32 cur;	/* the link the packet is leaving on, or HB_MAX_LINKS */
+	__u32 recent;	/* the link with a learned MAC heard last, or HB_MAX_LINKS */
+	__u64 recent_ns;
 };
 
 static __always_inline void check_link(const struct st_config *cfg, const struct __sk_buff *skb,
@@ -122,6 +124,7 @@ static __always_inline void check_link(const struct st_config *cfg, const struct
 {
 	struct hb_slot *s;
 	__u32 idx, *bad;
+	__u64 seen;
 
 	if (l >= cfg->nlinks || !cfg->links[l].ifindex)
 		return;
@@ -129,7 +132,14 @@ static __always_inline void check_link(const struct st_config *cfg, const struct
 		lv->cur = l;
 	idx = peer * HB_MAX_LINKS + l;
 	s = bpf_map_lookup_elem(&slots, &idx);
-	if (!s || s->state != HB_LINK_UP || mac_zero(s->peer_mac))
+	if (!s || mac_zero(s->peer_mac))
+		return;
+	seen = s->last_data_ns > s->last_echo_ns ? s->last_data_ns : s->last_echo_ns;
+	if (lv->recent == HB_MAX_LINKS || seen > lv->recent_ns) {
+		lv->recent = l;
+		lv->recent_ns = seen;
+	}
+	if (s->state != HB_LINK_UP)
 		return;
 	lv->up |= 1u << l;
 	bad = bpf_map_lookup_elem(&steer_bad, &l);
@@ -150,7 +160,7 @@ int steer_egress(struct __sk_buff *skb)
 	struct st_stats *st;
 	__u32 zero = 0, *peerp, peer, ports = 0, up = 0, live = 0, n = 0, pick, chosen = HB_MAX_LINKS;
 	__u32 cur = HB_MAX_LINKS, idx, l;
-	struct links_view lv = { .cur = HB_MAX_LINKS };
+	struct links_view lv = { .cur = HB_MAX_LINKS, .recent = HB_MAX_LINKS };
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return ST_NEXT;
@@ -178,8 +188,13 @@ int steer_egress(struct __sk_buff *skb)
 		count(ST_C_BAD_FALLBACK);
 	}
 	if (!live) {
-		count(ST_C_NO_LINK);
-		return ST_DROP;
+		if (lv.recent >= HB_MAX_LINKS) {
+			count(ST_C_NO_LINK);
+			return ST_DROP;
+		}
+		count(ST_C_BLIND);
+		chosen = lv.recent;
+		goto send;
 	}
 
 	/* Second pass after a redirect: already addressed for this up link. */

@@ -12,8 +12,12 @@
  *      heartbeat sweep, in the heartbeat object's `slots` map, shared), a
  *      learned peer MAC, a configured interface, and not taken out of service
  *      by the error-rate rule (st_bad[link] != 0). If every up link is bad,
- *      the bad ones are used rather than none (ST_C_BAD_FALLBACK); if no link
- *      is up the packet is dropped (ST_C_NO_LINK): TCP sends it again.
+ *      the bad ones are used rather than none (ST_C_BAD_FALLBACK). If no link
+ *      is up, the packet goes blind on the link the peer was heard on last
+ *      (ST_C_BLIND), with the MAC learned there: a dead link drops it as
+ *      dropping would, but when the heartbeats only stalled (a starved CPU
+ *      can delay them past the detection time) the traffic still flows.
+ *      Only a peer never heard on any link drops its packets (ST_C_NO_LINK).
  *   2. picks one: ST_POLICY_SPREAD hashes the flow (addresses, protocol,
  *      ports) over the live links (LLT's traffic distribution: a flow stays
  *      on its link while the set of live links stays the same);
@@ -47,9 +51,10 @@ enum st_policy {
 enum st_counter {
 	ST_C_STEERED = 0,	/* cluster packets passed on the link they left on */
 	ST_C_REDIRECTED,	/* cluster packets redirected to another link */
-	ST_C_NO_LINK,		/* dropped: no link to the peer is up */
+	ST_C_NO_LINK,		/* dropped: no MAC learned for the peer on any link */
 	ST_C_BAD_FALLBACK,	/* sent on a bad link: every up link is bad */
 	ST_C_ALREADY,		/* second pass after a redirect that raced a change */
+	ST_C_BLIND,		/* no link up: sent on the link heard last */
 	ST_C_MAX,
 };
 

@@ -48,14 +48,15 @@ type SteerCounter int
 const (
 	SteerSteered     = SteerCounter(steerStCounterST_C_STEERED)      // passed on the link it left on
 	SteerRedirected  = SteerCounter(steerStCounterST_C_REDIRECTED)   // redirected to another link
-	SteerNoLink      = SteerCounter(steerStCounterST_C_NO_LINK)      // dropped: no link up
+	SteerNoLink      = SteerCounter(steerStCounterST_C_NO_LINK)      // dropped: no MAC learned on any link
 	SteerBadFallback = SteerCounter(steerStCounterST_C_BAD_FALLBACK) // sent on a bad link: all up links bad
 	SteerAlready     = SteerCounter(steerStCounterST_C_ALREADY)      // second pass that raced a change
+	SteerBlind       = SteerCounter(steerStCounterST_C_BLIND)        // no link up: sent on the link heard last
 	NumSteerCounters = int(steerStCounterST_C_MAX)
 )
 
 var steerCounterNames = [NumSteerCounters]string{
-	"steered", "redirected", "no_link", "bad_fallback", "already_steered",
+	"steered", "redirected", "no_link", "bad_fallback", "already_steered", "blind",
 }
 
 func (c SteerCounter) String() string {

@@ -49,7 +49,8 @@ const (
 	steerStCounterST_C_NO_LINK      steerStCounter = 2
 	steerStCounterST_C_BAD_FALLBACK steerStCounter = 3
 	steerStCounterST_C_ALREADY      steerStCounter = 4
-	steerStCounterST_C_MAX          steerStCounter = 5
+	steerStCounterST_C_BLIND        steerStCounter = 5
+	steerStCounterST_C_MAX          steerStCounter = 6
 )
 
 type steerStLink struct {

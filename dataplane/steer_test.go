@@ -78,6 +78,20 @@ func (r *steerRig) setLink(peer uint16, linkID uint8, up bool, mac net.HardwareA
 	}
 }
 
+// setHeard sets when (peer, link) last heard a data frame.
+func (r *steerRig) setHeard(peer uint16, linkID uint8, ns uint64) {
+	r.t.Helper()
+	var slot heartbeatHbSlot
+	idx := uint32(peer)*maxLinks + uint32(linkID)
+	if err := r.hb.objs.Slots.Lookup(idx, &slot); err != nil {
+		r.t.Fatal(err)
+	}
+	slot.LastDataNs = ns
+	if err := r.hb.objs.Slots.Put(idx, &slot); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
 func (r *steerRig) allUp() {
 	for l := range uint8(2) {
 		r.setLink(2, l, true, peerMAC2[l])
@@ -135,6 +149,8 @@ func TestSteerTable(t *testing.T) {
 		if0, if1 int // ifindexes of links 0 and 1; the frame leaves on lo
 		down     []linkState
 		bad      []uint8
+		heard    [2]uint64 // last_data_ns of peer 2's links
+		noMAC    bool      // peer 2 never heard: no MAC learned
 		frame    []byte
 		verdict  int32
 		wantLink int // -1: the frame must leave unchanged
@@ -168,8 +184,18 @@ func TestSteerTable(t *testing.T) {
 			frame: ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000), verdict: TCPass, wantLink: 0,
 		},
 		{
-			name: "both links down: dropped", policy: SteerSpread, if0: lo, if1: otherIdx,
-			down:  []linkState{{2, 0, false}, {2, 1, false}},
+			name: "both links down: blind on the link heard last", policy: SteerSpread, if0: lo, if1: otherIdx,
+			down: []linkState{{2, 0, false}, {2, 1, false}}, heard: [2]uint64{100, 200},
+			frame: ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000), verdict: TCRedirect, wantLink: 1,
+		},
+		{
+			name: "both links down, link 0 heard last", policy: SteerPrimary, if0: otherIdx, if1: lo,
+			down: []linkState{{2, 0, false}, {2, 1, false}}, heard: [2]uint64{300, 200},
+			frame: ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000), verdict: TCRedirect, wantLink: 0,
+		},
+		{
+			name: "peer never heard on any link: dropped", policy: SteerSpread, if0: lo, if1: otherIdx,
+			noMAC: true,
 			frame: ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000), verdict: TCDrop, wantLink: -1,
 		},
 		{
@@ -201,6 +227,13 @@ func TestSteerTable(t *testing.T) {
 					mac = peerMAC3[d.link]
 				}
 				r.setLink(d.peer, d.link, d.up, mac)
+			}
+			for l, ns := range tc.heard {
+				r.setHeard(2, uint8(l), ns)
+			}
+			if tc.noMAC {
+				r.setLink(2, 0, false, nil)
+				r.setLink(2, 1, false, nil)
 			}
 			for _, l := range tc.bad {
 				if err := r.s.SetBad(l, true); err != nil {
@@ -352,16 +385,26 @@ func TestSteerSecondPass(t *testing.T) {
 func TestSteerFollowsSweep(t *testing.T) {
 	r := newSteerRig(t, SteerPrimary, lo, otherIdx)
 	r.allUp()
-	// Slots last heard long ago: the sweep (clock fixed at testNow) takes every link down.
+	// Link 0 last heard long ago, link 1 just now (the test clock is testNow): the sweep takes
+	// link 0 down and keeps link 1 up.
+	r.setHeard(2, 0, 1)
+	r.setHeard(2, 1, testNow)
 	if err := r.hb.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	v, _, err := r.s.Run(ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000), lo)
+	v, out, err := r.s.Run(ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000), lo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v != TCDrop {
-		t.Errorf("after the sweep took the links down: verdict %d, want drop", v)
+	if v != TCRedirect || linkOf(out, peerMAC2) != 1 {
+		t.Errorf("after the sweep took link 0 down: verdict %d link %d, want redirect to link 1", v, linkOf(out, peerMAC2))
+	}
+	ctr, err := r.s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctr[SteerBlind] != 0 || ctr[SteerRedirected] != 1 {
+		t.Errorf("counters %v", ctr)
 	}
 }
 

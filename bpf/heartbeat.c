@@ -60,6 +60,15 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Frames with a wrong MAC per receiving link id: one input of the interconnect's
+ * error-rate rule (user space reads it; the counters map has no link). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HB_MAX_LINKS);
+	__type(key, __u32);
+	__type(value, __u64);
+} link_bad_mac SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -317,6 +326,13 @@ int hb_xdp(struct xdp_md *ctx)
 	now = clock_now(cfg);
 	verdict = record(&fr, cfg, iface, eth->h_source, now, &reflect);
 	count(verdict);
+	if (verdict == HB_C_BAD_MAC) {
+		__u32 l = iface->link_id;
+		__u64 *v = bpf_map_lookup_elem(&link_bad_mac, &l);
+
+		if (v)
+			*v += 1;
+	}
 	if (!reflect)
 		return XDP_DROP;
 

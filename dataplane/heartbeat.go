@@ -417,7 +417,7 @@ func (h *Heartbeat) Detach() error {
 	}
 	h.mu.Unlock()
 	if h.opts.PinDir != "" {
-		for _, m := range []*ebpf.Map{h.objs.Config, h.objs.Ifaces, h.objs.Slots, h.objs.Peers, h.objs.Counters, h.objs.Events, h.objs.Timers} {
+		for _, m := range []*ebpf.Map{h.objs.Config, h.objs.Ifaces, h.objs.Slots, h.objs.Peers, h.objs.Counters, h.objs.Events, h.objs.Timers, h.objs.LinkBadMac} {
 			if err := m.Unpin(); err != nil {
 				errs = append(errs, err)
 			}

@@ -165,6 +165,7 @@ const (
 	heartbeatMapCounters          = "counters"
 	heartbeatMapEvents            = "events"
 	heartbeatMapIfaces            = "ifaces"
+	heartbeatMapLinkBadMac        = "link_bad_mac"
 	heartbeatMapPeers             = "peers"
 	heartbeatMapSlots             = "slots"
 	heartbeatMapTimers            = "timers"
@@ -231,13 +232,14 @@ type heartbeatProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type heartbeatMapSpecs struct {
-	Config   *ebpf.MapSpec `ebpf:"config"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
-	Peers    *ebpf.MapSpec `ebpf:"peers"`
-	Slots    *ebpf.MapSpec `ebpf:"slots"`
-	Timers   *ebpf.MapSpec `ebpf:"timers"`
+	Config     *ebpf.MapSpec `ebpf:"config"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
+	LinkBadMac *ebpf.MapSpec `ebpf:"link_bad_mac"`
+	Peers      *ebpf.MapSpec `ebpf:"peers"`
+	Slots      *ebpf.MapSpec `ebpf:"slots"`
+	Timers     *ebpf.MapSpec `ebpf:"timers"`
 }
 
 // heartbeatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -273,13 +275,14 @@ func (o *heartbeatObjects) Close() error {
 //
 // It can be passed to loadHeartbeatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type heartbeatMaps struct {
-	Config   *ebpf.Map `ebpf:"config"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Ifaces   *ebpf.Map `ebpf:"ifaces"`
-	Peers    *ebpf.Map `ebpf:"peers"`
-	Slots    *ebpf.Map `ebpf:"slots"`
-	Timers   *ebpf.Map `ebpf:"timers"`
+	Config     *ebpf.Map `ebpf:"config"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Ifaces     *ebpf.Map `ebpf:"ifaces"`
+	LinkBadMac *ebpf.Map `ebpf:"link_bad_mac"`
+	Peers      *ebpf.Map `ebpf:"peers"`
+	Slots      *ebpf.Map `ebpf:"slots"`
+	Timers     *ebpf.Map `ebpf:"timers"`
 }
 
 func (m *heartbeatMaps) Close() error {
@@ -288,6 +291,7 @@ func (m *heartbeatMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Ifaces,
+		m.LinkBadMac,
 		m.Peers,
 		m.Slots,
 		m.Timers,

@@ -21,6 +21,7 @@ import (
 	"vigil/control/transport"
 	"vigil/dataplane"
 	"vigil/heartbeat"
+	"vigil/heartbeat/disk"
 	"vigil/internal/buildinfo"
 	"vigil/internal/nodeconf"
 )
@@ -57,6 +58,8 @@ type daemon struct {
 	progress    atomic.Uint64
 	cluster     *cluster.Node  // the cluster database; nil when off (see cluster.go)
 	transport   *transport.TCP // the cluster transport; nil when off
+	ic          *interconnect  // nil without an interconnect key
+	disk        *diskBeat      // nil without a disk_heartbeat key
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
@@ -123,6 +126,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if clusterID == 0 {
 		clusterID = nodeconf.DefaultClusterID(cfg.Cluster)
 	}
+	var pinDir string
 	if hb.Mode == nodeconf.ModeFallback {
 		hc := heartbeat.Config{
 			ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
@@ -146,7 +150,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 		d.fallback = heartbeat.NewFallback(det, d.links, hb.Sweep, d.log)
 		d.plane = d.fallback
 	} else {
-		pinDir := filepath.Join(opts.BPFDir, fmt.Sprintf("%s-node%d", cfg.Cluster, cfg.Node))
+		pinDir = filepath.Join(opts.BPFDir, fmt.Sprintf("%s-node%d", cfg.Cluster, cfg.Node))
 		if d.bpf, err = dataplane.LoadHeartbeat(dataplane.HeartbeatOptions{PinDir: pinDir, Logger: d.log}); err != nil {
 			return d, fmt.Errorf("%w (run with --fallback to receive heartbeats in user space)", err)
 		}
@@ -178,6 +182,16 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			d.xdpMode[ifi.Name] = mode
 		}
 		if err := d.bpf.Start(); err != nil {
+			return d, err
+		}
+	}
+	if cfg.Interconnect.Enabled() {
+		if d.ic, err = newInterconnect(cfg, d.bpf, d.plane, d.links, pinDir, d.log); err != nil {
+			return d, err
+		}
+	}
+	if cfg.DiskHeartbeat.Path != "" {
+		if d.disk, err = newDiskBeat(cfg, clusterID, d.incarnation, d.peerNames, d.log); err != nil {
 			return d, err
 		}
 	}
@@ -272,6 +286,9 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		})
 	}
+	if d.disk != nil {
+		wg.Go(func() { d.disk.d.Run(ctx) })
+	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- d.admin.Serve(ctx) })
 
@@ -290,6 +307,9 @@ loop:
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()
+			if d.ic != nil {
+				d.ic.sample(time.Duration(heartbeat.MonotonicNow()))
+			}
 		case e := <-serveErr:
 			err = fmt.Errorf("admin server: %w", e)
 			break loop
@@ -328,6 +348,9 @@ func (d *daemon) logEvent(ev heartbeat.Event) {
 			level = slog.LevelWarn
 		}
 		d.log.Log(context.Background(), level, "peer "+state.String(), attrs...)
+		if state == heartbeat.PeerDown && d.disk != nil && d.disk.peer(ev.Peer).State == disk.Alive {
+			d.log.Warn("peer network-partitioned: every network link lost, its disk heartbeat goes on", attrs...)
+		}
 	case heartbeat.EventJeopardy:
 		msg := "peer out of jeopardy"
 		level := slog.LevelInfo
@@ -359,6 +382,12 @@ func (d *daemon) release(detach bool) error {
 		errs = append(errs, d.admin.Close())
 	}
 	errs = append(errs, d.stopCluster())
+	if d.ic != nil {
+		errs = append(errs, d.ic.close(detach))
+	}
+	if d.disk != nil {
+		errs = append(errs, d.disk.d.Close())
+	}
 	if d.bpf != nil {
 		if detach {
 			errs = append(errs, d.bpf.Detach())
@@ -475,8 +504,14 @@ func (d *daemon) Nodes() []admin.NodeStatus {
 				seen = max(seen, s.LastDataNS, s.LastEchoNS)
 			}
 		}
+		state, jeopardy := ps.State.String(), ps.Jeopardy
+		if d.disk != nil {
+			var j bool
+			state, j = nodeState(ps.State, d.disk.peer(id).State == disk.Alive)
+			jeopardy = jeopardy || j
+		}
 		out = append(out, admin.NodeStatus{
-			ID: id, Name: d.peerNames[id], State: ps.State.String(), Jeopardy: ps.Jeopardy,
+			ID: id, Name: d.peerNames[id], State: state, Jeopardy: jeopardy,
 			LinksUp: int(ps.LinksUp), Links: len(d.cfg.Links), Since: wall(ps.SinceNS), LastSeen: wall(seen),
 		})
 	}
@@ -508,6 +543,12 @@ func (d *daemon) Links() []admin.LinkStatus {
 			})
 		}
 	}
+	if d.ic != nil {
+		d.ic.decorate(out)
+	}
+	if d.disk != nil {
+		out = append(out, d.disk.rows(d.cfg, d.peerNames)...)
+	}
 	return out
 }
 
@@ -520,6 +561,9 @@ func (d *daemon) Counters() admin.Counters {
 	}
 	for i, v := range c {
 		out[heartbeat.Counter(i).String()] = v
+	}
+	if d.ic != nil {
+		d.ic.counters(out)
 	}
 	for id := range d.links {
 		st := d.sender.Stats(id)

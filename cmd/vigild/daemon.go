@@ -282,6 +282,11 @@ loop:
 			d.progress.Add(1)
 			d.sampleRTT()
 		case e := <-serveErr:
+			if e == nil {
+				// Serve returns nil only once ctx has ended and closed it: a shutdown.
+				err = ctx.Err()
+				break loop
+			}
 			err = fmt.Errorf("admin server: %w", e)
 			break loop
 		}

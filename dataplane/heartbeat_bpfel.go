@@ -31,6 +31,7 @@ type heartbeatHbConfig struct {
 	UdpPort        uint16
 	LinksDown      uint32
 	Pad            uint32
+	CatchupNs      uint64
 }
 
 type heartbeatHbCounter uint32
@@ -110,13 +111,16 @@ const (
 )
 
 type heartbeatHbPeer struct {
-	_          structs.HostLayout
-	SinceNs    uint64
-	StalledNs  uint64
-	State      uint32
-	LinksUp    uint32
-	Jeopardy   uint32
-	Configured uint32
+	_           structs.HostLayout
+	SinceNs     uint64
+	StalledNs   uint64
+	State       uint32
+	LinksUp     uint32
+	Jeopardy    uint32
+	Configured  uint32
+	SweptNs     uint64
+	HoldFromNs  uint64
+	HoldUntilNs uint64
 }
 
 type heartbeatHbPeerState uint32

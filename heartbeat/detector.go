@@ -182,6 +182,10 @@ type Peer struct {
 	LinksUp    uint32
 	Jeopardy   bool
 	Configured bool
+	SweptNS    uint64 // the last Sweep that examined it
+	// HoldFromNS and HoldUntilNS are the pause compensation's catch-up window: what was
+	// fresh at HoldFromNS (the sweep before a late one) is held until HoldUntilNS.
+	HoldFromNS, HoldUntilNS uint64
 }
 
 // Config is the detector's configuration (the part of struct hb_config it reads). Times are
@@ -201,6 +205,11 @@ type Config struct {
 	Rise       uint32 // frames in a row that bring a link up
 	NLinks     uint32 // links 0 .. NLinks-1 are configured
 	StartNS    uint64 // when detection started: peers stay UNKNOWN until DetectNS after it
+	// CatchupNS turns pause compensation on (zero: off): a Sweep that finds the previous one
+	// more than DetectNS/2 ago ran late, and for CatchupNS after it a link that was fresh at
+	// the previous Sweep is not taken down (bpf/heartbeat.h, "Pause compensation"). The
+	// daemon uses one interval.
+	CatchupNS uint64
 }
 
 // NewConfig returns a Config for a node that sends one frame per link every interval and
@@ -504,14 +513,26 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		progressNS uint64 // the latest progress change on any link
 		changed    [MaxLinks]bool
 		old        [MaxLinks]LinkState
+		holding    bool
 	)
+	if cfg.CatchupNS != 0 {
+		if p.SweptNS != 0 && age(now, p.SweptNS) > cfg.DetectNS/2 {
+			// A late pass: the sweep could not run, and neither, perhaps, could the receive path
+			// or the senders on its CPU. Open a catch-up window.
+			p.HoldFromNS, p.HoldUntilNS = p.SweptNS, now+cfg.CatchupNS
+		}
+		holding = now < p.HoldUntilNS
+	}
+	p.SweptNS = now
+	// held: t was fresh at the sweep before the late one, and the catch-up window is open.
+	held := func(t uint64) bool { return holding && t != 0 && age(p.HoldFromNS, t) <= cfg.DetectNS }
 	for link := range cfg.NLinks {
 		s := &d.slots[id][link]
 		carrier := d.linksDown&(1<<link) == 0
 		fresh := carrier && d.fresh(now, s.seen())
 		old[link] = s.State
 		switch {
-		case s.State == LinkUp && !fresh:
+		case s.State == LinkUp && !fresh && !(carrier && held(s.seen())):
 			s.State = LinkDown
 			s.Rise = 0
 		case s.State == LinkDown && fresh && s.Rise >= cfg.Rise:
@@ -528,7 +549,8 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		// and the echoes have not outlived its last data frame by more than DetectNS: when a
 		// node is cut off, its last echo can arrive an interval after its last data frame,
 		// and that is no stall.
-		speaks := d.fresh(now, s.LastDataNS) || fresh && s.LastDataNS != 0 && s.LastEchoNS <= s.LastDataNS+cfg.DetectNS
+		speaks := d.fresh(now, s.LastDataNS) || held(s.LastDataNS) ||
+			fresh && s.LastDataNS != 0 && s.LastEchoNS <= s.LastDataNS+cfg.DetectNS
 		dataFresh = dataFresh || carrier && speaks
 		peerSeen = max(peerSeen, s.seen())
 		progressNS = max(progressNS, s.ProgressNS)

@@ -123,6 +123,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)), StartNS: start,
+			CatchupNS: uint64(hb.Interval), // pause compensation: one interval to catch up
 		}
 		ifaces := map[int]heartbeat.Iface{}
 		for _, hl := range d.links {
@@ -150,7 +151,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			Key: key, ClusterID: clusterID, NodeID: uint16(cfg.Node), Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			SweepNS: uint64(hb.Sweep), StartNS: start, Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)),
-			UDPPort: udpPort,
+			UDPPort: udpPort, CatchupNS: uint64(hb.Interval), // pause compensation: one interval to catch up
 		})
 		if err != nil {
 			return d, err

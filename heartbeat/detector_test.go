@@ -406,7 +406,7 @@ func TestEventFields(t *testing.T) {
 		t.Fatalf("events\n%v\nwant\n%v", got, want)
 	}
 	p := d.Peer(2)
-	if p != (Peer{SinceNS: t0 + 2*ms, State: PeerAlive, LinksUp: 2, Configured: true}) {
+	if p != (Peer{SinceNS: t0 + 2*ms, State: PeerAlive, LinksUp: 2, Configured: true, SweptNS: t0 + 2*ms}) {
 		t.Errorf("peer 2 = %+v", p)
 	}
 	if s := d.Slot(2, 1); s.State != LinkUp || s.SinceNS != t0+2*ms {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -91,7 +92,7 @@ func (f *faultSeries) early() int {
 }
 
 // part reports whether the environment variable VIGIL_BENCH_HEARTBEAT (a comma-separated
-// list of detect, soak, cpu) selects a part of the benchmark; unset selects all. For
+// list of detect, soak, soak-ebpf, cpu) selects a part of the benchmark; unset selects all. For
 // development only: a recorded run runs all three.
 func part(name string) bool {
 	v := os.Getenv("VIGIL_BENCH_HEARTBEAT")
@@ -203,7 +204,7 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 	}
 
 	// 2. False positives under starvation.
-	if part("soak") {
+	if part("soak") || part("soak-ebpf") {
 		fpRows := [][]string{{"path", "soak", "pauses", "link down", "peer down", "false total", "target", "in/after a pause", "at a vCPU stall", "neither",
 			"vCPU stalls >= 3ms", "longest", "stalled: node 1 (true)", "stalled: others"}}
 		var breakdown, stallRates []string
@@ -211,6 +212,9 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 			name     string
 			fallback []int
 		}{{"ebpf", nil}, {"fallback", []int{1, 2, 3}}} {
+			if path.name == "fallback" && !part("soak") {
+				continue // VIGIL_BENCH_HEARTBEAT=soak-ebpf
+			}
 			fmt.Fprintf(os.Stderr, "heartbeat: soak %v on the %s path\n", soak, path.name)
 			r, err := soakRun(soak, path.fallback)
 			if err != nil {
@@ -248,6 +252,11 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 			for _, b := range r.breakdown {
 				breakdown = append(breakdown, path.name+": "+b)
 			}
+			tl := filepath.Join(os.TempDir(), "vigil-soak-"+path.name+".txt")
+			if err := os.WriteFile(tl, []byte(strings.Join(r.timeline, "\n")+"\n"), 0o644); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(out, "%s: the %d false events, one per line, with the probe's view: %s\n", path.name, len(r.timeline), tl)
 		}
 		fmt.Fprintln(out, "false positives: 1ms x 3, stall timeout 5s (default), both CPUs saturated, node 1's vigild")
 		fmt.Fprintln(out, "SIGSTOPped for 2s every 5-15s; every link down and peer down logged by any node is false.")
@@ -688,6 +697,61 @@ type soakResult struct {
 	// Rates of those stalls per minute in the pause windows and outside them.
 	stallRatePause, stallRateElse float64
 	breakdown                     []string
+	timeline                      []string // every false event with what the probe saw around it
+}
+
+// soakEvent is a false link-down or peer-down event of a soak.
+type soakEvent struct {
+	node             int
+	ev               vcluster.LogEvent
+	inPause, atStall bool
+}
+
+// writeTimeline describes every false event, in time order: who saw what, how long the link
+// or peer had been silent, the longest probe stall (any over 1 ms) that overlaps the silence
+// (from the last frame heard to the event), whether node 1 was paused, and which other
+// events came within 10 ms (an episode).
+func writeTimeline(evs []soakEvent, stalls []cpuStall, windows [][2]uint64, start uint64) []string {
+	slices.SortFunc(evs, func(a, b soakEvent) int { return cmp.Compare(a.ev.KernelNS, b.ev.KernelNS) })
+	rel := func(t uint64) string { return fmt.Sprintf("%+.1fms", float64(int64(t)-int64(start))/1e6) }
+	var out []string
+	for i, e := range evs {
+		from := e.ev.LastSeenNS
+		if from == 0 || from > e.ev.KernelNS {
+			from = e.ev.KernelNS
+		}
+		var best *cpuStall
+		for j := range stalls {
+			s := &stalls[j]
+			if s.to >= from && s.from <= e.ev.KernelNS && (best == nil || s.late > best.late) {
+				best = s
+			}
+		}
+		stall := "no probe stall over 1 ms in the silence"
+		if best != nil {
+			stall = fmt.Sprintf("cpu%d stall %.1fms late, ending %.1fms before the event",
+				best.cpu, ms(best.late), float64(int64(e.ev.KernelNS)-int64(best.to))/1e6)
+		}
+		var others []string
+		for j, o := range evs {
+			if j != i && (o.node != e.node || o.ev.Peer != e.ev.Peer) &&
+				max(o.ev.KernelNS, e.ev.KernelNS)-min(o.ev.KernelNS, e.ev.KernelNS) <= uint64(10*time.Millisecond) {
+				others = append(others, fmt.Sprintf("n%d:%d", o.node, o.ev.Peer))
+			}
+		}
+		class := "neither"
+		switch {
+		case e.inPause && e.atStall:
+			class = "pause+stall"
+		case e.inPause:
+			class = "pause"
+		case e.atStall:
+			class = "stall"
+		}
+		out = append(out, fmt.Sprintf("%s node %d: %s, silent %.2fms [%s]; %s; others within 10ms: %s",
+			rel(e.ev.KernelNS), e.node, describe(e.ev), float64(e.ev.KernelNS-from)/1e6, class, stall, strings.Join(others, " ")))
+	}
+	return out
 }
 
 // soakRun runs a 1ms x 3 cluster with the default stall timeout for d with both CPUs saturated
@@ -713,11 +777,14 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 		return r, err
 	}
 	defer load.Stop()
-	probe := startStallProbe(2 * time.Millisecond)
+	// The probe records wake-ups more than 1 ms late for the timeline; the classification
+	// counts those of 2 ms or more.
+	probe := startStallProbe(time.Millisecond)
 	// A pause spans [stop, cont] plus the time a sweep needs to notice what it missed.
 	grace := uint64(hbMultiplier*interval + 50*time.Millisecond)
 	var windows [][2]uint64
 	start := time.Now()
+	soakStartNS := heartbeat.MonotonicNow()
 	end := start.Add(d)
 	p1 := c.Node(1).Proc()
 	for {
@@ -746,9 +813,15 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	r.duration = time.Since(start)
 	load.Stop()
 	time.Sleep(time.Second)
-	stalls, err := probe.Stop()
+	allStalls, err := probe.Stop()
 	if err != nil {
 		return r, err
+	}
+	var stalls []cpuStall // of 2 ms or more: what the classification counts
+	for _, s := range allStalls {
+		if s.late >= 2*time.Millisecond {
+			stalls = append(stalls, s)
+		}
 	}
 	var inPauseStalls int
 	var pauseTime time.Duration
@@ -775,6 +848,7 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	}
 
 	counts := map[string][4]int{} // total, in/after a pause, at a vCPU stall, neither
+	var timeline []soakEvent
 	for i, n := range c.Nodes {
 		evs, err := n.Events(marks[i])
 		if err != nil {
@@ -820,8 +894,10 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 				ct[3]++
 			}
 			counts[k] = ct
+			timeline = append(timeline, soakEvent{node: n.ID, ev: ev, inPause: inPause, atStall: atStall})
 		}
 	}
+	r.timeline = writeTimeline(timeline, allStalls, windows, soakStartNS)
 	for _, k := range slices.Sorted(maps.Keys(counts)) {
 		ct := counts[k]
 		r.breakdown = append(r.breakdown, fmt.Sprintf("%s x %d (in/after a pause %d, at a vCPU stall %d, neither %d)", k, ct[0], ct[1], ct[2], ct[3]))

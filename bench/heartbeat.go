@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -257,6 +258,10 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 				return nil, err
 			}
 			fmt.Fprintf(out, "%s: the %d false events, one per line, with the probe's view: %s\n", path.name, len(r.timeline), tl)
+			fmt.Fprintf(out, "%s: 100 ms windows in which a sender woke more than an interval late, per node: %v\n", path.name, r.senderLate)
+			for i, v := range r.senderLate {
+				m[fmt.Sprintf("soak_%s_sender_late_windows_node%d", path.name, i+1)] = float64(v)
+			}
 		}
 		fmt.Fprintln(out, "false positives: 1ms x 3, stall timeout 5s (default), both CPUs saturated, node 1's vigild")
 		fmt.Fprintln(out, "SIGSTOPped for 2s every 5-15s; every link down and peer down logged by any node is false.")
@@ -698,6 +703,37 @@ type soakResult struct {
 	stallRatePause, stallRateElse float64
 	breakdown                     []string
 	timeline                      []string // every false event with what the probe saw around it
+	senderLate                    []int    // per node: "heartbeat sender ran late" log lines
+}
+
+// senderLate is a wake-up of a node's heartbeat sender more than an interval after its
+// deadline, as the daemon logged it (the worst in each 100 ms).
+type senderLate struct {
+	node     int
+	at, late uint64
+}
+
+// senderLates reads the "heartbeat sender ran late" lines node n logged after line from.
+func senderLates(n *vcluster.Node, from int) ([]senderLate, error) {
+	b, err := os.ReadFile(n.Log)
+	if err != nil {
+		return nil, err
+	}
+	var out []senderLate
+	for i, line := range strings.Split(string(b), "\n") {
+		if i < from || !strings.Contains(line, "heartbeat sender ran late") {
+			continue
+		}
+		var v struct {
+			KernelNS uint64 `json:"kernel_ns"`
+			LateNS   uint64 `json:"late_ns"`
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", n.Log, i+1, err)
+		}
+		out = append(out, senderLate{node: n.ID, at: v.KernelNS, late: v.LateNS})
+	}
+	return out, nil
 }
 
 // soakEvent is a false link-down or peer-down event of a soak.
@@ -711,7 +747,7 @@ type soakEvent struct {
 // or peer had been silent, the longest probe stall (any over 1 ms) that overlaps the silence
 // (from the last frame heard to the event), whether node 1 was paused, and which other
 // events came within 10 ms (an episode).
-func writeTimeline(evs []soakEvent, stalls []cpuStall, windows [][2]uint64, start uint64) []string {
+func writeTimeline(evs []soakEvent, stalls []cpuStall, lates []senderLate, windows [][2]uint64, start uint64) []string {
 	slices.SortFunc(evs, func(a, b soakEvent) int { return cmp.Compare(a.ev.KernelNS, b.ev.KernelNS) })
 	rel := func(t uint64) string { return fmt.Sprintf("%+.1fms", float64(int64(t)-int64(start))/1e6) }
 	var out []string
@@ -732,6 +768,16 @@ func writeTimeline(evs []soakEvent, stalls []cpuStall, windows [][2]uint64, star
 			stall = fmt.Sprintf("cpu%d stall %.1fms late, ending %.1fms before the event",
 				best.cpu, ms(best.late), float64(int64(e.ev.KernelNS)-int64(best.to))/1e6)
 		}
+		// The silent peer's sender (or, for the observer's own silence, none): late over the
+		// silence?
+		sender := "peer's sender not late over 1 interval"
+		for _, l := range lates {
+			if l.node == e.ev.Peer && l.at >= from && l.at-l.late <= e.ev.KernelNS {
+				sender = fmt.Sprintf("peer's sender woke %.1fms late, %.1fms before the event", float64(l.late)/1e6,
+					float64(int64(e.ev.KernelNS)-int64(l.at))/1e6)
+				break
+			}
+		}
 		var others []string
 		for j, o := range evs {
 			if j != i && (o.node != e.node || o.ev.Peer != e.ev.Peer) &&
@@ -748,8 +794,8 @@ func writeTimeline(evs []soakEvent, stalls []cpuStall, windows [][2]uint64, star
 		case e.atStall:
 			class = "stall"
 		}
-		out = append(out, fmt.Sprintf("%s node %d: %s, silent %.2fms [%s]; %s; others within 10ms: %s",
-			rel(e.ev.KernelNS), e.node, describe(e.ev), float64(e.ev.KernelNS-from)/1e6, class, stall, strings.Join(others, " ")))
+		out = append(out, fmt.Sprintf("%s node %d: %s, silent %.2fms [%s]; %s; %s; others within 10ms: %s",
+			rel(e.ev.KernelNS), e.node, describe(e.ev), float64(e.ev.KernelNS-from)/1e6, class, stall, sender, strings.Join(others, " ")))
 	}
 	return out
 }
@@ -897,7 +943,16 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 			timeline = append(timeline, soakEvent{node: n.ID, ev: ev, inPause: inPause, atStall: atStall})
 		}
 	}
-	r.timeline = writeTimeline(timeline, allStalls, windows, soakStartNS)
+	var lates []senderLate
+	for i, n := range c.Nodes {
+		l, err := senderLates(n, marks[i])
+		if err != nil {
+			return r, err
+		}
+		lates = append(lates, l...)
+		r.senderLate = append(r.senderLate, len(l))
+	}
+	r.timeline = writeTimeline(timeline, allStalls, lates, windows, soakStartNS)
 	for _, k := range slices.Sorted(maps.Keys(counts)) {
 		ct := counts[k]
 		r.breakdown = append(r.breakdown, fmt.Sprintf("%s x %d (in/after a pause %d, at a vCPU stall %d, neither %d)", k, ct[0], ct[1], ct[2], ct[3]))

@@ -44,6 +44,35 @@ type Sender struct {
 	sent   [MaxLinks]atomic.Uint64
 	errs   [MaxLinks]atomic.Uint64
 	lastEr atomic.Pointer[error]
+	// Wake-ups more than an interval after their deadline, and the worst since TakeLate.
+	late, worstLate, worstAt atomic.Uint64
+}
+
+// LateStats says how often the sender woke up more than an interval after a deadline.
+type LateStats struct {
+	Count   uint64 // since start
+	WorstNS uint64 // the latest wake-up since the previous TakeLate, ns after its deadline; 0 none
+	AtNS    uint64 // when it woke up (CLOCK_MONOTONIC)
+}
+
+// TakeLate returns the late wake-ups and resets the worst one.
+func (s *Sender) TakeLate() LateStats {
+	at := s.worstAt.Swap(0)
+	return LateStats{Count: s.late.Load(), WorstNS: s.worstLate.Swap(0), AtNS: at}
+}
+
+// LateCount returns how many wake-ups came more than an interval after their deadline.
+func (s *Sender) LateCount() uint64 { return s.late.Load() }
+
+// noteLate records a wake-up late ns after its deadline, at now.
+func (s *Sender) noteLate(late, now uint64) {
+	s.late.Add(1)
+	if late > s.worstLate.Load() {
+		// Only the sender writes a larger value; TakeLate may reset it meanwhile, which at
+		// worst reports this one next time without its time: keep them together.
+		s.worstAt.Store(now)
+		s.worstLate.Store(late)
+	}
 }
 
 // NewSender checks the configuration and returns a sender.
@@ -199,6 +228,9 @@ func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 			next = now // fell far behind (stopped process): do not burst to catch up
 		}
 		sleep(next)
+		if now := MonotonicNow(); now > next+interval {
+			s.noteLate(now-next, now)
+		}
 	}
 }
 

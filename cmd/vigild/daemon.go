@@ -282,6 +282,10 @@ loop:
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()
+			if l := d.sender.TakeLate(); l.WorstNS != 0 {
+				d.log.Warn("heartbeat sender ran late", "kernel_ns", l.AtNS, "late", time.Duration(l.WorstNS),
+					"late_ns", l.WorstNS, "late_total", l.Count)
+			}
 		case e := <-serveErr:
 			if e == nil {
 				// Serve returns nil only once ctx has ended and closed it: a shutdown.
@@ -522,5 +526,6 @@ func (d *daemon) Counters() admin.Counters {
 		out[fmt.Sprintf("sent_link%d", id)] = st.Sent
 		out[fmt.Sprintf("send_errors_link%d", id)] = st.Errors
 	}
+	out["sender_late_wakeups"] = d.sender.LateCount()
 	return out
 }

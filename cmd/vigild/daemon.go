@@ -235,6 +235,9 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if err := realtimeProcess(runtimePriority); err != nil {
+		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
+	}
 	rt := make(chan error, 1)
 	wg.Go(func() { d.sender.Run(ctx, rt) })
 	if err := <-rt; err != nil {

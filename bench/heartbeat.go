@@ -258,9 +258,12 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 				return nil, err
 			}
 			fmt.Fprintf(out, "%s: the %d false events, one per line, with the probe's view: %s\n", path.name, len(r.timeline), tl)
-			fmt.Fprintf(out, "%s: 100 ms windows in which a sender woke more than an interval late, per node: %v\n", path.name, r.senderLate)
-			for i, v := range r.senderLate {
-				m[fmt.Sprintf("soak_%s_sender_late_windows_node%d", path.name, i+1)] = float64(v)
+			fmt.Fprintf(out, "%s: per node: sender wake-ups more than an interval late %v (in %v of the 100 ms log windows); sweeps that ran late and opened a catch-up window (per peer) %v\n",
+				path.name, r.lateWakeups, r.senderLate, r.catchup)
+			for i := range r.senderLate {
+				m[fmt.Sprintf("soak_%s_sender_late_windows_node%d", path.name, i+1)] = float64(r.senderLate[i])
+				m[fmt.Sprintf("soak_%s_sender_late_wakeups_node%d", path.name, i+1)] = float64(r.lateWakeups[i])
+				m[fmt.Sprintf("soak_%s_catchup_node%d", path.name, i+1)] = float64(r.catchup[i])
 			}
 		}
 		fmt.Fprintln(out, "false positives: 1ms x 3, stall timeout 5s (default), both CPUs saturated, node 1's vigild")
@@ -704,6 +707,22 @@ type soakResult struct {
 	breakdown                     []string
 	timeline                      []string // every false event with what the probe saw around it
 	senderLate                    []int    // per node: "heartbeat sender ran late" log lines
+	lateWakeups                   []uint64 // per node: sender wake-ups more than an interval late
+	catchup                       []uint64 // per node: sweeps that ran late (catch-up windows opened, per peer)
+}
+
+// nodeCounters reads a node's counters through its admin socket.
+func nodeCounters(n *vcluster.Node) (map[string]uint64, error) {
+	cl, err := n.Admin()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctr, err := cl.Counters()
+	if err != nil {
+		return nil, fmt.Errorf("node %d counters: %w", n.ID, err)
+	}
+	return ctr, nil
 }
 
 // senderLate is a wake-up of a node's heartbeat sender more than an interval after its
@@ -857,6 +876,14 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	}
 	time.Sleep(time.Until(end))
 	r.duration = time.Since(start)
+	for _, n := range c.Nodes {
+		ctr, err := nodeCounters(n)
+		if err != nil {
+			return r, err
+		}
+		r.catchup = append(r.catchup, ctr["catchup"])
+		r.lateWakeups = append(r.lateWakeups, ctr["sender_late_wakeups"])
+	}
 	load.Stop()
 	time.Sleep(time.Second)
 	allStalls, err := probe.Stop()

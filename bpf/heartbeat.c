@@ -466,6 +466,7 @@ static long sweep_peer(__u64 index, void *arg)
 	if (cfg->catchup_ns) {
 		if (p->swept_ns && age(now, p->swept_ns) > cfg->detect_ns / 2) {
 			/* A late pass: open a catch-up window. */
+			count(HB_C_CATCHUP);
 			p->hold_from_ns = p->swept_ns;
 			p->hold_until_ns = now + cfg->catchup_ns;
 		}

@@ -156,6 +156,7 @@ enum hb_counter {
 	HB_C_WRONG_LINK,
 	HB_C_REPLAY,
 	HB_C_NOT_CONFIGURED,	/* heartbeat frame on an interface without a link */
+	HB_C_CATCHUP,		/* sweeps of a peer that ran late: catch-up windows opened */
 	HB_C_MAX,
 };
 

@@ -48,7 +48,8 @@ const (
 	heartbeatHbCounterHB_C_WRONG_LINK     heartbeatHbCounter = 8
 	heartbeatHbCounterHB_C_REPLAY         heartbeatHbCounter = 9
 	heartbeatHbCounterHB_C_NOT_CONFIGURED heartbeatHbCounter = 10
-	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 11
+	heartbeatHbCounterHB_C_CATCHUP        heartbeatHbCounter = 11
+	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 12
 )
 
 type heartbeatHbEvent struct {

@@ -59,7 +59,8 @@ func (s PeerState) String() string {
 	return fmt.Sprintf("PeerState(%d)", uint32(s))
 }
 
-// Counter is the fate of one received heartbeat payload (enum hb_counter, same order).
+// Counter is the fate of one received heartbeat payload, or (CounterCatchup) a sweep
+// that ran late (enum hb_counter, same order).
 type Counter int
 
 // Counters. The first three count work done; the others name the check that rejected a frame,
@@ -76,12 +77,15 @@ const (
 	CounterWrongLink                    // link id differs from the receiving interface's
 	CounterReplay                       // old incarnation or sequence number
 	CounterNotConfigured                // received on an interface that carries no link
+	// CounterCatchup counts no frame: sweeps of a peer that ran late and opened a catch-up
+	// window (pause compensation).
+	CounterCatchup
 	NumCounters
 )
 
 var counterNames = [NumCounters]string{
 	"data", "echo_reply", "echo_sent", "malformed", "version", "cluster", "bad_mac",
-	"unknown_peer", "wrong_link", "replay", "not_configured",
+	"unknown_peer", "wrong_link", "replay", "not_configured", "catchup",
 }
 
 // String returns the counter's name, the suffix of its HB_C_ constant in lower case.
@@ -519,6 +523,7 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		if p.SweptNS != 0 && age(now, p.SweptNS) > cfg.DetectNS/2 {
 			// A late pass: the sweep could not run, and neither, perhaps, could the receive path
 			// or the senders on its CPU. Open a catch-up window.
+			d.counters[CounterCatchup]++
 			p.HoldFromNS, p.HoldUntilNS = p.SweptNS, now+cfg.CatchupNS
 		}
 		holding = now < p.HoldUntilNS

@@ -621,7 +621,7 @@ func TestStrings(t *testing.T) {
 		{CounterMalformed, "malformed"}, {CounterVersion, "version"}, {CounterCluster, "cluster"},
 		{CounterBadMAC, "bad_mac"}, {CounterUnknownPeer, "unknown_peer"},
 		{CounterWrongLink, "wrong_link"}, {CounterReplay, "replay"},
-		{CounterNotConfigured, "not_configured"}, {NumCounters, "Counter(11)"},
+		{CounterNotConfigured, "not_configured"}, {CounterCatchup, "catchup"}, {NumCounters, "Counter(12)"},
 		{EventLink, "link"}, {EventPeer, "peer"}, {EventJeopardy, "jeopardy"},
 		{EventKind(0), "EventKind(0)"},
 		{Event{Peer: 2, Link: 1, Kind: EventLink, State: 0, OldState: 1, LinksUp: 1},
@@ -642,7 +642,7 @@ func TestStrings(t *testing.T) {
 // The numbers of enum hb_counter, hb_peer_state and hb_event_kind, which the kernel path
 // copies as they are.
 func TestEnumValues(t *testing.T) {
-	if CounterNotConfigured != 10 || NumCounters != 11 || CounterReplay != 9 {
+	if CounterNotConfigured != 10 || CounterCatchup != 11 || NumCounters != 12 || CounterReplay != 9 {
 		t.Error("Counter values differ from enum hb_counter")
 	}
 	if PeerDown != 3 || LinkUp != 1 || EventJeopardy != 3 || LinkNone != 0xff {

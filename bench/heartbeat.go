@@ -258,12 +258,13 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 				return nil, err
 			}
 			fmt.Fprintf(out, "%s: the %d false events, one per line, with the probe's view: %s\n", path.name, len(r.timeline), tl)
-			fmt.Fprintf(out, "%s: per node: sender wake-ups more than an interval late %v (in %v of the 100 ms log windows); sweeps that ran late and opened a catch-up window (per peer) %v\n",
-				path.name, r.lateWakeups, r.senderLate, r.catchup)
+			fmt.Fprintf(out, "%s: per node: sender wake-ups more than an interval late %v (in %v of the 100 ms log windows); sweeps that ran late and opened a catch-up window (per peer) %v, link downs they withheld %v\n",
+				path.name, r.lateWakeups, r.senderLate, r.catchup, r.held)
 			for i := range r.senderLate {
 				m[fmt.Sprintf("soak_%s_sender_late_windows_node%d", path.name, i+1)] = float64(r.senderLate[i])
 				m[fmt.Sprintf("soak_%s_sender_late_wakeups_node%d", path.name, i+1)] = float64(r.lateWakeups[i])
 				m[fmt.Sprintf("soak_%s_catchup_node%d", path.name, i+1)] = float64(r.catchup[i])
+				m[fmt.Sprintf("soak_%s_held_node%d", path.name, i+1)] = float64(r.held[i])
 			}
 		}
 		fmt.Fprintln(out, "false positives: 1ms x 3, stall timeout 5s (default), both CPUs saturated, node 1's vigild")
@@ -709,6 +710,7 @@ type soakResult struct {
 	senderLate                    []int    // per node: "heartbeat sender ran late" log lines
 	lateWakeups                   []uint64 // per node: sender wake-ups more than an interval late
 	catchup                       []uint64 // per node: sweeps that ran late (catch-up windows opened, per peer)
+	held                          []uint64 // per node: link downs those sweeps withheld
 }
 
 // nodeCounters reads a node's counters through its admin socket.
@@ -882,6 +884,7 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 			return r, err
 		}
 		r.catchup = append(r.catchup, ctr["catchup"])
+		r.held = append(r.held, ctr["held"])
 		r.lateWakeups = append(r.lateWakeups, ctr["sender_late_wakeups"])
 	}
 	load.Stop()

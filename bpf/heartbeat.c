@@ -378,6 +378,7 @@ struct peer_sweep {
 	__u64 progress_ns;
 	__u64 hold_from;	/* catch-up window open: hold what was fresh then */
 	__u32 holding;
+	__u32 late;		/* this pass opened the window */
 };
 
 /* Pause compensation: t (zero: never) was fresh at the sweep before a late one,
@@ -405,7 +406,10 @@ static long sweep_link(__u64 index, void *arg)
 	carrier = !(cfg->links_down & (1u << link));
 	fresh = carrier && seen && age(now, seen) <= cfg->detect_ns;
 	st = s->state;
-	if (st == HB_LINK_UP && !fresh && !(carrier && held(ps, cfg->detect_ns, seen))) {
+	if (st == HB_LINK_UP && !fresh && carrier && held(ps, cfg->detect_ns, seen)) {
+		if (ps->late)
+			count(HB_C_HELD);
+	} else if (st == HB_LINK_UP && !fresh) {
 		s->state = HB_LINK_DOWN;
 		s->rise = 0;
 	} else if (st == HB_LINK_DOWN && fresh && s->rise >= cfg->rise) {
@@ -467,6 +471,7 @@ static long sweep_peer(__u64 index, void *arg)
 		if (p->swept_ns && age(now, p->swept_ns) > cfg->detect_ns / 2) {
 			/* A late pass: open a catch-up window. */
 			count(HB_C_CATCHUP);
+			ps.late = 1;
 			p->hold_from_ns = p->swept_ns;
 			p->hold_until_ns = now + cfg->catchup_ns;
 		}

@@ -157,6 +157,7 @@ enum hb_counter {
 	HB_C_REPLAY,
 	HB_C_NOT_CONFIGURED,	/* heartbeat frame on an interface without a link */
 	HB_C_CATCHUP,		/* sweeps of a peer that ran late: catch-up windows opened */
+	HB_C_HELD,		/* ... and, in those sweeps, UP links held that were stale */
 	HB_C_MAX,
 };
 

@@ -49,7 +49,8 @@ const (
 	heartbeatHbCounterHB_C_REPLAY         heartbeatHbCounter = 9
 	heartbeatHbCounterHB_C_NOT_CONFIGURED heartbeatHbCounter = 10
 	heartbeatHbCounterHB_C_CATCHUP        heartbeatHbCounter = 11
-	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 12
+	heartbeatHbCounterHB_C_HELD           heartbeatHbCounter = 12
+	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 13
 )
 
 type heartbeatHbEvent struct {

@@ -80,12 +80,15 @@ const (
 	// CounterCatchup counts no frame: sweeps of a peer that ran late and opened a catch-up
 	// window (pause compensation).
 	CounterCatchup
+	// CounterHeld counts, in those sweeps, the UP links that were stale and held: link downs
+	// that pause compensation withheld.
+	CounterHeld
 	NumCounters
 )
 
 var counterNames = [NumCounters]string{
 	"data", "echo_reply", "echo_sent", "malformed", "version", "cluster", "bad_mac",
-	"unknown_peer", "wrong_link", "replay", "not_configured", "catchup",
+	"unknown_peer", "wrong_link", "replay", "not_configured", "catchup", "held",
 }
 
 // String returns the counter's name, the suffix of its HB_C_ constant in lower case.
@@ -518,12 +521,14 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		changed    [MaxLinks]bool
 		old        [MaxLinks]LinkState
 		holding    bool
+		late       bool // this sweep opened the window
 	)
 	if cfg.CatchupNS != 0 {
 		if p.SweptNS != 0 && age(now, p.SweptNS) > cfg.DetectNS/2 {
 			// A late pass: the sweep could not run, and neither, perhaps, could the receive path
 			// or the senders on its CPU. Open a catch-up window.
 			d.counters[CounterCatchup]++
+			late = true
 			p.HoldFromNS, p.HoldUntilNS = p.SweptNS, now+cfg.CatchupNS
 		}
 		holding = now < p.HoldUntilNS
@@ -537,7 +542,11 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		fresh := carrier && d.fresh(now, s.seen())
 		old[link] = s.State
 		switch {
-		case s.State == LinkUp && !fresh && !(carrier && held(s.seen())):
+		case s.State == LinkUp && !fresh && carrier && held(s.seen()):
+			if late {
+				d.counters[CounterHeld]++
+			}
+		case s.State == LinkUp && !fresh:
 			s.State = LinkDown
 			s.Rise = 0
 		case s.State == LinkDown && fresh && s.Rise >= cfg.Rise:

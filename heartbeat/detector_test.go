@@ -621,7 +621,7 @@ func TestStrings(t *testing.T) {
 		{CounterMalformed, "malformed"}, {CounterVersion, "version"}, {CounterCluster, "cluster"},
 		{CounterBadMAC, "bad_mac"}, {CounterUnknownPeer, "unknown_peer"},
 		{CounterWrongLink, "wrong_link"}, {CounterReplay, "replay"},
-		{CounterNotConfigured, "not_configured"}, {CounterCatchup, "catchup"}, {NumCounters, "Counter(12)"},
+		{CounterNotConfigured, "not_configured"}, {CounterCatchup, "catchup"}, {CounterHeld, "held"}, {NumCounters, "Counter(13)"},
 		{EventLink, "link"}, {EventPeer, "peer"}, {EventJeopardy, "jeopardy"},
 		{EventKind(0), "EventKind(0)"},
 		{Event{Peer: 2, Link: 1, Kind: EventLink, State: 0, OldState: 1, LinksUp: 1},
@@ -642,7 +642,7 @@ func TestStrings(t *testing.T) {
 // The numbers of enum hb_counter, hb_peer_state and hb_event_kind, which the kernel path
 // copies as they are.
 func TestEnumValues(t *testing.T) {
-	if CounterNotConfigured != 10 || CounterCatchup != 11 || NumCounters != 12 || CounterReplay != 9 {
+	if CounterNotConfigured != 10 || CounterCatchup != 11 || CounterHeld != 12 || NumCounters != 13 || CounterReplay != 9 {
 		t.Error("Counter values differ from enum hb_counter")
 	}
 	if PeerDown != 3 || LinkUp != 1 || EventJeopardy != 3 || LinkNone != 0xff {
@@ -1111,6 +1111,10 @@ func TestScenarioPauseCompensation(t *testing.T) {
 	s.advance(6 * interval).sweep().expect()
 	if p := s.d.Peer(2); p.HoldFromNS != t0+2*ms || p.HoldUntilNS != t0+9*ms || p.SweptNS != t0+8*ms {
 		t.Fatalf("peer 2 after the late sweep: %+v", p)
+	}
+	// One window per peer, and the four links it held.
+	if c := s.d.Counters(); c[CounterCatchup] != 2 || c[CounterHeld] != 4 {
+		t.Fatalf("catchup %d, held %d", c[CounterCatchup], c[CounterHeld])
 	}
 	s.tick(20).expect()
 

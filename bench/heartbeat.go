@@ -746,13 +746,13 @@ func senderLates(n *vcluster.Node, from int) ([]senderLate, error) {
 			continue
 		}
 		var v struct {
-			KernelNS uint64 `json:"kernel_ns"`
-			LateNS   uint64 `json:"late_ns"`
+			WokeNS uint64 `json:"woke_ns"`
+			LateNS uint64 `json:"late_ns"`
 		}
 		if err := json.Unmarshal([]byte(line), &v); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", n.Log, i+1, err)
 		}
-		out = append(out, senderLate{node: n.ID, at: v.KernelNS, late: v.LateNS})
+		out = append(out, senderLate{node: n.ID, at: v.WokeNS, late: v.LateNS})
 	}
 	return out, nil
 }

@@ -286,7 +286,7 @@ loop:
 			d.progress.Add(1)
 			d.sampleRTT()
 			if l := d.sender.TakeLate(); l.WorstNS != 0 {
-				d.log.Warn("heartbeat sender ran late", "kernel_ns", l.AtNS, "late", time.Duration(l.WorstNS),
+				d.log.Warn("heartbeat sender ran late", "woke_ns", l.AtNS, "late", time.Duration(l.WorstNS),
 					"late_ns", l.WorstNS, "late_total", l.Count)
 			}
 		case e := <-serveErr:

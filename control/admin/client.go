@@ -75,6 +75,13 @@ func (c *Client) Counters() (Counters, error) {
 	return ctr, err
 }
 
+// ClearLink returns a link taken out of service by the error-rate rule to service.
+func (c *Client) ClearLink(name string) (ClearResult, error) {
+	var r ClearResult
+	err := c.callParams("links.clear", map[string]string{"link": name}, &r)
+	return r, err
+}
+
 // Close closes the connection.
 func (c *Client) Close() error {
 	return c.conn.Close()
@@ -82,13 +89,33 @@ func (c *Client) Close() error {
 
 // call sends one request and decodes the result into out.
 func (c *Client) call(method string, out any) error {
+	return c.callParamsTimeout(method, nil, out, callTimeout)
+}
+
+func (c *Client) callParams(method string, params any, out any) error {
+	return c.callParamsTimeout(method, params, out, callTimeout)
+}
+
+// callParamsTimeout sends one request with params (nil: none) and decodes the result.
+func (c *Client) callParamsTimeout(method string, params any, out any, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	req, err := json.Marshal(request{Method: method})
+	r := request{Method: method}
+	if params != nil {
+		p, err := json.Marshal(params)
+		if err != nil {
+			return fmt.Errorf("admin %s: encode params: %w", method, err)
+		}
+		r.Params = p
+	}
+	req, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("admin %s: encode request: %w", method, err)
 	}
-	if err := c.conn.SetDeadline(time.Now().Add(callTimeout)); err != nil {
+	if len(req) > MaxRequestLine {
+		return fmt.Errorf("admin %s: request of %d bytes is larger than the %d bytes vigild accepts", method, len(req), MaxRequestLine)
+	}
+	if err := c.conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return fmt.Errorf("admin %s: %w", method, err)
 	}
 	if _, err := c.conn.Write(append(req, '\n')); err != nil {

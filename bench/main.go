@@ -35,8 +35,9 @@ type config struct {
 type metrics map[string]float64
 
 var benchmarks = map[string]benchmark{
-	"harness":   {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
-	"heartbeat": {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
+	"harness":    {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
+	"heartbeat":  {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
+	"membership": {"leader failover (crash and kill -9 of the leader → first commit by the new leader), config write latency", runMembership},
 }
 
 func main() {

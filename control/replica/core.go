@@ -149,6 +149,7 @@ type Core struct {
 	down       map[uint64]bool // peers the heartbeat plane reports down on every channel
 
 	lead, term  uint64
+	lastLead    uint64 // the last leader known (lead is 0 between leaders)
 	raftState   raft.StateType
 	quorate     bool
 	member      clusterdb.NodeState
@@ -313,6 +314,20 @@ func (c *Core) PeerDown(id uint64) (notes []Note) {
 			Text: fmt.Sprintf("leader %d reported down on every link; campaigning at once", id)})
 	}
 	return notes
+}
+
+// Nudge repeats an early election's campaign between ticks, while this node is the one that
+// campaigns and no leader is known yet: a peer that had not yet seen the leader go ignored the
+// last pre-vote. It reports whether the driver should nudge again. A real candidate is left to
+// its vote (campaigning again would raise the term).
+func (c *Core) Nudge() bool {
+	if c.fault != nil || c.lead != 0 || c.campaignTil < c.tick {
+		return false
+	}
+	if c.raftState != raft.StateCandidate {
+		_ = c.rn.Campaign()
+	}
+	return true
 }
 
 // PeerUp withdraws a PeerDown.
@@ -596,7 +611,12 @@ func (c *Core) settle(out *Output) {
 	bs := c.rn.BasicStatus()
 	leaderChanged := false
 	if bs.Lead != c.lead || bs.GetTerm() != c.term || bs.RaftState != c.raftState {
-		leaderChanged = bs.Lead != c.lead && c.lead != 0
+		// Only another leader settles it: a leader forgotten (ForgetLeader after a report of
+		// its death, or an election under way) may come back with the proposals intact.
+		leaderChanged = bs.Lead != 0 && c.lastLead != 0 && bs.Lead != c.lastLead
+		if bs.Lead != 0 {
+			c.lastLead = bs.Lead
+		}
 		if bs.Lead != c.lead && bs.Lead != 0 {
 			out.Notes = append(out.Notes, Note{Kind: NoteLeader, Term: bs.GetTerm(), Leader: bs.Lead,
 				Text: fmt.Sprintf("node %d is the leader in term %d", bs.Lead, bs.GetTerm())})

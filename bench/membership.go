@@ -39,7 +39,12 @@ func runMembership(cfg config, out io.Writer) (metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			c.Close()
+		}
+	}()
 	b := &memberBench{c: c}
 	if _, err := b.waitQuorum(3, 30*time.Second); err != nil {
 		return nil, err
@@ -107,6 +112,7 @@ func runMembership(cfg config, out io.Writer) (metrics, error) {
 	rows = append(rows, kill.row("leader vigild kill -9, kernel still echoing → first commit"))
 	m["elections_spurious"] = float64(b.spurious)
 	m["failover_runs_discarded"] = float64(discarded)
+	closed = true
 	if err := c.Close(); err != nil {
 		return nil, err
 	}

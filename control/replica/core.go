@@ -2,6 +2,7 @@ package replica
 
 import (
 	"cmp"
+	"maps"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -172,6 +173,8 @@ type Core struct {
 	// a node joining now would be sent a snapshot whose configuration lacks it (and raft
 	// refuses such a snapshot).
 	snapshotDue bool
+	leaving     bool   // this node proposed its own removal ...
+	leavingSeq  uint64 // ... in this proposal
 }
 
 var discard = &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
@@ -261,7 +264,8 @@ func (c *Core) Tick(now time.Time) {
 	}
 	// A read request (or its answer) lost on the way to the leader is not re-sent by raft:
 	// ask again every election timeout until the read completes or expires.
-	for seq, deadline := range c.reads {
+	for _, seq := range slices.Sorted(maps.Keys(c.reads)) { // in order: the simulation is deterministic
+		deadline := c.reads[seq]
 		if _, known := c.readAt[seq]; !known && c.lead != 0 {
 			if age := c.tick + uint64(c.cfg.ProposalTicks) - deadline; age > 0 && age%uint64(c.cfg.ElectionTick) == 0 {
 				c.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, seq))
@@ -426,6 +430,9 @@ func (c *Core) confChange(t raftpb.ConfChangeType, id uint64, cmd clusterdb.Comm
 		return 0, fmt.Errorf("propose configuration change: %w", err)
 	}
 	c.proposals[seq] = c.tick + uint64(c.cfg.ProposalTicks)
+	if t == raftpb.ConfChangeRemoveNode && id == c.cfg.ID {
+		c.leaving, c.leavingSeq = true, seq
+	}
 	return seq, nil
 }
 
@@ -656,6 +663,9 @@ func (c *Core) settle(out *Output) {
 	if c.isVoter(c.cfg.ID) {
 		c.wasVoter = true
 	}
+	if _, pending := c.proposals[c.leavingSeq]; c.leaving && !pending && c.isVoter(c.cfg.ID) {
+		c.leaving = false // the removal failed
+	}
 	if c.wasVoter && !c.isVoter(c.cfg.ID) && !slices.Contains(c.conf.GetLearners(), c.cfg.ID) {
 		c.setMember(out, clusterdb.NodeExited)
 	} else {
@@ -709,7 +719,7 @@ func (c *Core) localState() clusterdb.NodeState {
 	switch {
 	case c.fault != nil:
 		return clusterdb.NodeFaulted
-	case c.member == clusterdb.NodeLeaving:
+	case c.leaving:
 		return clusterdb.NodeLeaving
 	case c.tick == 0 && c.lead == 0:
 		return clusterdb.NodeIniting

@@ -30,7 +30,9 @@ func (f *fakeCluster) ConfigApply(req ConfigRequest, who string) (ConfigChanges,
 	f.req, f.who = req, who
 	return ConfigChanges{}, errors.New("no quorum: no leader known")
 }
-func (f *fakeCluster) ConfigBackup() (Backup, error) { return Backup{Data: []byte(`{"schema_version":1}`)}, nil }
+func (f *fakeCluster) ConfigBackup() (Backup, error) {
+	return Backup{Data: []byte(`{"schema_version":1}`)}, nil
+}
 func (f *fakeCluster) ConfigRestore(req ConfigRequest, who string) (ConfigChanges, error) {
 	f.req, f.who = req, who
 	return ConfigChanges{Status: "applied", Index: 9}, nil

@@ -2,12 +2,12 @@ package replica
 
 import (
 	"cmp"
-	"maps"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"slices"
 	"time"
 

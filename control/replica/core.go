@@ -175,7 +175,12 @@ type Core struct {
 	snapshotDue bool
 	leaving     bool   // this node proposed its own removal ...
 	leavingSeq  uint64 // ... in this proposal
+	// removed: nodes this leader removed, to be told that their removal is committed (raft
+	// stops talking to a node once its removal is applied, so it would never learn).
+	removed map[uint64]*removal
 }
+
+type removal struct{ index, match, until uint64 }
 
 var discard = &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
 
@@ -238,7 +243,7 @@ func NewCore(cfg Config) (*Core, error) {
 	}
 	c := &Core{
 		cfg: cfg, rn: rn, state: state, conf: proto.Clone(cs).(*raftpb.ConfState),
-		lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
+		removed: map[uint64]*removal{}, lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
 		member: clusterdb.NodeIniting, snapIndex: snap.GetMetadata().GetIndex(),
 		seq: cfg.SeqStart, proposals: map[uint64]uint64{}, reads: map[uint64]uint64{}, readAt: map[uint64]uint64{},
 	}
@@ -292,6 +297,9 @@ func (c *Core) Step(m *raftpb.Message) error {
 	}
 	if from == c.lead && (m.GetType() == raftpb.MsgApp || m.GetType() == raftpb.MsgSnap || m.GetType() == raftpb.MsgHeartbeat) {
 		c.caughtUp = true
+	}
+	if r := c.removed[from]; r != nil && m.GetType() == raftpb.MsgAppResp && !m.GetReject() {
+		r.match = max(r.match, m.GetIndex())
 	}
 	err := c.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) || errors.Is(err, raft.ErrProposalDropped) {
@@ -572,6 +580,10 @@ func (c *Core) apply(e *raftpb.Entry, out *Output) error {
 				cc.NodeId = new(uint64(0))
 			}
 		}
+		if id := cc.GetNodeId(); cc.GetType() == raftpb.ConfChangeRemoveNode && id != c.cfg.ID && c.raftState == raft.StateLeader {
+			c.removed[id] = &removal{index: e.GetIndex(), match: c.rn.Status().Progress[id].Match,
+				until: c.tick + uint64(10*c.cfg.ElectionTick)}
+		}
 		c.conf = c.rn.ApplyConfChange(&cc)
 		c.snapshotDue = true
 		out.Notes = append(out.Notes, Note{Kind: NoteConf, Index: e.GetIndex(), Voters: slices.Clone(c.conf.GetVoters()),
@@ -694,7 +706,26 @@ func (c *Core) settle(out *Output) {
 		}
 	}
 	slices.SortFunc(out.Done, func(a, b Done) int { return cmp.Compare(a.Seq, b.Seq) })
+	c.notifyRemoved(out)
 	c.reconcile(out)
+}
+
+// notifyRemoved tells each node this leader removed that its removal is committed, once the
+// node is known to hold the entry: a heartbeat of the current term carrying that commit index,
+// which the node's raft accepts (it still counts this node as its leader); it then applies its
+// own removal and exits.
+func (c *Core) notifyRemoved(out *Output) {
+	for _, id := range slices.Sorted(maps.Keys(c.removed)) {
+		r := c.removed[id]
+		switch {
+		case c.raftState != raft.StateLeader || c.tick > r.until:
+			delete(c.removed, id)
+		case r.match >= r.index:
+			out.Messages = append(out.Messages, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id),
+				From: new(c.cfg.ID), Term: new(c.term), Commit: new(r.index)})
+			delete(c.removed, id)
+		}
+	}
 }
 
 func (c *Core) expired() error {

@@ -38,7 +38,9 @@ func (f *fakeClusterDB) ConfigApply(req admin.ConfigRequest, who string) (admin.
 	f.applied = append(f.applied, req.Name)
 	return admin.ConfigChanges{Changes: []clusterdb.Change{{Kind: clusterdb.Added, Path: "users.bob"}}, Index: 41, Status: "applied"}, nil
 }
-func (*fakeClusterDB) ConfigBackup() (admin.Backup, error) { return admin.Backup{}, errors.New("unused") }
+func (*fakeClusterDB) ConfigBackup() (admin.Backup, error) {
+	return admin.Backup{}, errors.New("unused")
+}
 func (*fakeClusterDB) ConfigRestore(admin.ConfigRequest, string) (admin.ConfigChanges, error) {
 	return admin.ConfigChanges{}, errors.New("unused")
 }

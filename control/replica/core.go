@@ -145,6 +145,7 @@ type Core struct {
 	tick      uint64    // ticks since start
 	now       time.Time // wall-clock time of the last tick
 	lastHeard map[uint64]uint64
+	received  map[uint64]uint64 // messages received, by peer
 	// voterSince is when this node first saw each voter in the configuration.
 	voterSince map[uint64]uint64
 	down       map[uint64]bool // peers the heartbeat plane reports down on every channel
@@ -243,7 +244,7 @@ func NewCore(cfg Config) (*Core, error) {
 	}
 	c := &Core{
 		cfg: cfg, rn: rn, state: state, conf: proto.Clone(cs).(*raftpb.ConfState),
-		removed: map[uint64]*removal{}, lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
+		removed: map[uint64]*removal{}, received: map[uint64]uint64{}, lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
 		member: clusterdb.NodeIniting, snapIndex: snap.GetMetadata().GetIndex(),
 		seq: cfg.SeqStart, proposals: map[uint64]uint64{}, reads: map[uint64]uint64{}, readAt: map[uint64]uint64{},
 	}
@@ -292,6 +293,7 @@ func (c *Core) Step(m *raftpb.Message) error {
 	}
 	from := m.GetFrom()
 	c.lastHeard[from] = c.tick
+	c.received[from]++
 	if c.down[from] {
 		delete(c.down, from) // it speaks, whatever the heartbeat plane said last
 	}
@@ -341,6 +343,9 @@ func (c *Core) Nudge() bool {
 	}
 	return true
 }
+
+// heardAt counts the messages received from id.
+func (c *Core) heardAt(id uint64) uint64 { return c.received[id] }
 
 // PeerUp withdraws a PeerDown.
 func (c *Core) PeerUp(id uint64) { delete(c.down, id) }

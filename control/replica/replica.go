@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -341,6 +342,9 @@ func (r *Replica) receive(ctx context.Context, c transport.Conn) {
 	for {
 		data, err := c.Recv(ctx)
 		if err != nil {
+			if ctx.Err() == nil && closedByPeer(err) {
+				r.leaderGone(peer)
+			}
 			return
 		}
 		m := &raftpb.Message{}
@@ -484,6 +488,39 @@ func (r *Replica) Changed() <-chan struct{} {
 	return ch
 }
 
+// closedByPeer reports whether a stream ended because the other end closed it: its daemon
+// exited, or was killed and its kernel closed the socket. (The transport has no sentinel for
+// this yet; its errors say so in words.)
+func closedByPeer(err error) bool {
+	msg := err.Error()
+	return errors.Is(err, transport.ErrClosed) &&
+		(strings.Contains(msg, "closed the stream") || strings.Contains(msg, "connection reset by peer"))
+}
+
+// leaderGone handles the end of the leader's stream to this node, closed by the leader's end:
+// its daemon exited, or was killed while its kernel still answers heartbeats (which the
+// heartbeat plane then calls stalled, not down); or it merely replaced a broken stream. If
+// nothing more comes from the leader within two ticks (it sends at least a heartbeat every
+// tick, on a new stream if need be), it is gone, and an early election starts as for PeerDown.
+func (r *Replica) leaderGone(id uint64) {
+	r.mu.Lock()
+	if r.closed || r.core.Leader() != id {
+		r.mu.Unlock()
+		return
+	}
+	since := r.core.heardAt(id)
+	r.mu.Unlock()
+	time.AfterFunc(2*r.cfg.TickInterval, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.closed || r.core.Leader() != id || r.core.heardAt(id) != since {
+			return
+		}
+		r.log.Info("the leader's daemon closed its raft stream and fell silent: early election", "leader", id)
+		r.peerDown(id)
+	})
+}
+
 // PeerDown passes the heartbeat plane's verdict (peer down on every channel) to the core,
 // which starts an early election if the peer led.
 func (r *Replica) PeerDown(id uint64) {
@@ -492,6 +529,11 @@ func (r *Replica) PeerDown(id uint64) {
 	if r.closed {
 		return
 	}
+	r.peerDown(id)
+}
+
+// peerDown does PeerDown; r.mu is held.
+func (r *Replica) peerDown(id uint64) {
 	notes := r.core.PeerDown(id)
 	st := r.core.Status()
 	r.log.Debug("heartbeat: peer down on every link", "peer", id, "leader", st.Leader, "raft_state", st.RaftState, "early_election", len(notes) > 0)

@@ -213,6 +213,11 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 	}
 	// Let the heartbeat plane settle (every peer alive on both links) and desynchronise.
 	time.Sleep(300*time.Millisecond + time.Duration(time.Now().UnixNano()%10)*time.Millisecond)
+	// The leadership may have moved meanwhile (at 1 ms × 3 spurious elections happen here):
+	// ask the node itself, just before the fault.
+	if st, err := status(b.c.Node(lead)); err != nil || st.RaftState != "StateLeader" {
+		return 0, errNotLeader
+	}
 	marks := map[int]int64{} // log sizes before the fault
 	for _, n := range b.c.Nodes {
 		if st, err := os.Stat(n.Log); err == nil {

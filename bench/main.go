@@ -39,6 +39,7 @@ var benchmarks = map[string]benchmark{
 	"harness":      {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
 	"heartbeat":    {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
 	"interconnect": {"message gap, loss and latency over the transport while the carrying link is cut; TCX cost", runInterconnect},
+	"membership":   {"leader failover (crash and kill -9 of the leader → first commit by the new leader), config write latency", runMembership},
 }
 
 func main() {

@@ -325,3 +325,51 @@ func TestMembershipWitness(t *testing.T) {
 		waitUser(t, c.Node(dead), user, true)
 	}
 }
+
+func TestMembershipNodeRemove(t *testing.T) {
+	c := newRaftCluster(t, vcluster.Options{})
+	waitQuorum(t, c, 1, 2, 3)
+	if out, err := apply(t, c, 1, "a.yaml", clusterYAML(3, "x")); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	// Bad input changes nothing.
+	for _, args := range [][]string{
+		{"node", "add", "9", "node9"}, // not in the configuration
+		{"node", "add", "64", "big"},  // not a node id
+		{"node", "add", "2", "node2"}, // already a member
+		{"node", "remove", "7"},       // not a member
+		{"node", "add", "x", "node4"}, // not a number
+		{"config", "apply", "/nonexistent.yaml"},
+	} {
+		if out, err := vigil(t, c.Node(1), args...); err == nil {
+			t.Errorf("vigil %v succeeded:\n%s", args, out)
+		}
+	}
+	st, err := clusterStatus(c.Node(2))
+	if err != nil || len(st.Voters) != 3 {
+		t.Fatalf("voters after refused changes: %+v %v", st, err)
+	}
+	// Removing node 3: it exits; the other two go on as a cluster of two.
+	if out, err := vigil(t, c.Node(1), "node", "remove", "3", "--reason", "decommissioned"); err != nil {
+		t.Fatalf("node remove: %v\n%s", err, out)
+	}
+	waitQuorum(t, c, 1, 2)
+	deadline := time.Now().Add(clusterWait)
+	for {
+		st, err := clusterStatus(c.Node(3))
+		if err == nil && st.State == "exited" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("removed node 3: %+v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, err := apply(t, c, 2, "b.yaml", clusterYAML(2, "y")); err != nil {
+		t.Fatalf("apply without node 3: %v\n%s", err, out)
+	}
+	out, err := vigil(t, c.Node(1), "log", "--kind", "node-leave")
+	if err != nil || !strings.Contains(out, "node 3 (node3) left the cluster: decommissioned") {
+		t.Fatalf("log: %v\n%s", err, out)
+	}
+}

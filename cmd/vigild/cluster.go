@@ -111,12 +111,19 @@ func (d *daemon) startCluster(f clusterFlags, key [16]byte) error {
 		d.log.Warn("cluster database off: no address for the cluster transport (give --raft-listen and --raft-peer, or use UDP links)")
 		return nil
 	}
-	d.transport, err = transport.NewTCP(transport.TCPConfig{
+	tc := transport.TCPConfig{
 		Local: transport.NodeID(d.cfg.Node), Key: key[:], Listen: listen, Peers: peers,
 		RTOMin: 5 * time.Millisecond, Logger: d.log,
-	})
+	}
+	d.transport, err = transport.NewTCP(tc)
 	if err != nil {
-		return err
+		// TCP_RTO_MIN_US needs Linux 6.15: go on with the default minimum RTO.
+		tc.RTOMin = 0
+		var err2 error
+		if d.transport, err2 = transport.NewTCP(tc); err2 != nil {
+			return err2
+		}
+		d.log.Warn("cluster transport: default minimum retransmission timeout (200 ms)", "reason", err)
 	}
 	role := clusterdb.RoleMember
 	if f.Witness {

@@ -54,6 +54,7 @@ func FuzzRequest(f *testing.F) {
 		`{"method":"status"}`, `{"method":"nodes"}`, `{"method":"links","params":{}}`, `{"method":"counters","params":null}`,
 		`{"method":"x"}`, `{"method":"links","x":1}`, `{"method":`, `[]`, `null`, `""`, "", "\n", "{}\n{}",
 		"{\"method\":\"\xff\xfe\"}", `{"params":{"a":[1,2,{"b":null}]},"method":"status"}`, `{"method":"status"}  `,
+		`{"method":"log","params":{"kinds":["x"],"wait_ms":5}}`, `{"method":"config.apply","params":{"data":7}}`, `{"method":"node.add","params":null}`,
 	} {
 		f.Add([]byte(seed))
 	}

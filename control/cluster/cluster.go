@@ -156,8 +156,12 @@ func (n *Node) who(user string) string {
 
 // ClusterStatus implements admin.ClusterProvider.
 func (n *Node) ClusterStatus() admin.ClusterStatus {
-	st := n.rep.Status()
-	v := n.rep.View()
+	var out admin.ClusterStatus
+	n.rep.Inspect(func(_ *clusterdb.State, v clusterdb.View, st replica.Status) { out = clusterStatus(v, st) })
+	return out
+}
+
+func clusterStatus(v clusterdb.View, st replica.Status) admin.ClusterStatus {
 	out := admin.ClusterStatus{
 		NodeID: uint16(st.ID), Name: st.Name, Role: string(st.Role), State: string(st.State),
 		RaftState: st.RaftState, Term: st.Term, Leader: uint16(st.Leader), Quorate: st.Quorate, Reason: st.Reason,
@@ -346,13 +350,15 @@ func (n *Node) EventLog(q admin.LogQuery) (admin.LogResult, error) {
 	deadline := time.Now().Add(time.Duration(q.WaitMS) * time.Millisecond)
 	for {
 		changed := n.rep.Changed()
-		v := n.rep.View()
-		evs := v.Log.Query(eq)
-		if len(evs) > 0 || q.WaitMS == 0 || time.Now().After(deadline) {
-			if evs == nil {
-				evs = []clusterdb.Event{}
+		var res admin.LogResult
+		n.rep.Inspect(func(st *clusterdb.State, v clusterdb.View, _ replica.Status) {
+			res = admin.LogResult{Events: st.Log.Query(eq), Last: st.AppliedIndex, Stale: v.Stale, Reason: v.Reason}
+		})
+		if len(res.Events) > 0 || q.WaitMS == 0 || time.Now().After(deadline) {
+			if res.Events == nil {
+				res.Events = []clusterdb.Event{}
 			}
-			return admin.LogResult{Events: evs, Last: v.AppliedIndex, Stale: v.Stale, Reason: v.Reason}, nil
+			return res, nil
 		}
 		select {
 		case <-changed:

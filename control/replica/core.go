@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"slices"
 	"time"
 
@@ -144,11 +145,13 @@ type Core struct {
 	tick      uint64    // ticks since start
 	now       time.Time // wall-clock time of the last tick
 	lastHeard map[uint64]uint64
+	received  map[uint64]uint64 // messages received, by peer
 	// voterSince is when this node first saw each voter in the configuration.
 	voterSince map[uint64]uint64
 	down       map[uint64]bool // peers the heartbeat plane reports down on every channel
 
 	lead, term  uint64
+	lastLead    uint64 // the last leader known (lead is 0 between leaders)
 	raftState   raft.StateType
 	quorate     bool
 	member      clusterdb.NodeState
@@ -171,7 +174,14 @@ type Core struct {
 	// a node joining now would be sent a snapshot whose configuration lacks it (and raft
 	// refuses such a snapshot).
 	snapshotDue bool
+	leaving     bool   // this node proposed its own removal ...
+	leavingSeq  uint64 // ... in this proposal
+	// removed: nodes this leader removed, to be told that their removal is committed (raft
+	// stops talking to a node once its removal is applied, so it would never learn).
+	removed map[uint64]*removal
 }
+
+type removal struct{ index, match, until uint64 }
 
 var discard = &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
 
@@ -234,7 +244,7 @@ func NewCore(cfg Config) (*Core, error) {
 	}
 	c := &Core{
 		cfg: cfg, rn: rn, state: state, conf: proto.Clone(cs).(*raftpb.ConfState),
-		lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
+		removed: map[uint64]*removal{}, received: map[uint64]uint64{}, lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
 		member: clusterdb.NodeIniting, snapIndex: snap.GetMetadata().GetIndex(),
 		seq: cfg.SeqStart, proposals: map[uint64]uint64{}, reads: map[uint64]uint64{}, readAt: map[uint64]uint64{},
 	}
@@ -260,7 +270,8 @@ func (c *Core) Tick(now time.Time) {
 	}
 	// A read request (or its answer) lost on the way to the leader is not re-sent by raft:
 	// ask again every election timeout until the read completes or expires.
-	for seq, deadline := range c.reads {
+	for _, seq := range slices.Sorted(maps.Keys(c.reads)) { // in order: the simulation is deterministic
+		deadline := c.reads[seq]
 		if _, known := c.readAt[seq]; !known && c.lead != 0 {
 			if age := c.tick + uint64(c.cfg.ProposalTicks) - deadline; age > 0 && age%uint64(c.cfg.ElectionTick) == 0 {
 				c.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, seq))
@@ -282,11 +293,15 @@ func (c *Core) Step(m *raftpb.Message) error {
 	}
 	from := m.GetFrom()
 	c.lastHeard[from] = c.tick
+	c.received[from]++
 	if c.down[from] {
 		delete(c.down, from) // it speaks, whatever the heartbeat plane said last
 	}
 	if from == c.lead && (m.GetType() == raftpb.MsgApp || m.GetType() == raftpb.MsgSnap || m.GetType() == raftpb.MsgHeartbeat) {
 		c.caughtUp = true
+	}
+	if r := c.removed[from]; r != nil && m.GetType() == raftpb.MsgAppResp && !m.GetReject() {
+		r.match = max(r.match, m.GetIndex())
 	}
 	err := c.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) || errors.Is(err, raft.ErrProposalDropped) {
@@ -314,6 +329,23 @@ func (c *Core) PeerDown(id uint64) (notes []Note) {
 	}
 	return notes
 }
+
+// Nudge repeats an early election's campaign between ticks, while this node is the one that
+// campaigns and no leader is known yet: a peer that had not yet seen the leader go ignored the
+// last pre-vote. It reports whether the driver should nudge again. A real candidate is left to
+// its vote (campaigning again would raise the term).
+func (c *Core) Nudge() bool {
+	if c.fault != nil || c.lead != 0 || c.campaignTil < c.tick {
+		return false
+	}
+	if c.raftState != raft.StateCandidate {
+		_ = c.rn.Campaign()
+	}
+	return true
+}
+
+// heardAt counts the messages received from id.
+func (c *Core) heardAt(id uint64) uint64 { return c.received[id] }
 
 // PeerUp withdraws a PeerDown.
 func (c *Core) PeerUp(id uint64) { delete(c.down, id) }
@@ -411,6 +443,9 @@ func (c *Core) confChange(t raftpb.ConfChangeType, id uint64, cmd clusterdb.Comm
 		return 0, fmt.Errorf("propose configuration change: %w", err)
 	}
 	c.proposals[seq] = c.tick + uint64(c.cfg.ProposalTicks)
+	if t == raftpb.ConfChangeRemoveNode && id == c.cfg.ID {
+		c.leaving, c.leavingSeq = true, seq
+	}
 	return seq, nil
 }
 
@@ -550,6 +585,10 @@ func (c *Core) apply(e *raftpb.Entry, out *Output) error {
 				cc.NodeId = new(uint64(0))
 			}
 		}
+		if id := cc.GetNodeId(); cc.GetType() == raftpb.ConfChangeRemoveNode && id != c.cfg.ID && c.raftState == raft.StateLeader {
+			c.removed[id] = &removal{index: e.GetIndex(), match: c.rn.Status().Progress[id].Match,
+				until: c.tick + uint64(10*c.cfg.ElectionTick)}
+		}
 		c.conf = c.rn.ApplyConfChange(&cc)
 		c.snapshotDue = true
 		out.Notes = append(out.Notes, Note{Kind: NoteConf, Index: e.GetIndex(), Voters: slices.Clone(c.conf.GetVoters()),
@@ -596,7 +635,12 @@ func (c *Core) settle(out *Output) {
 	bs := c.rn.BasicStatus()
 	leaderChanged := false
 	if bs.Lead != c.lead || bs.GetTerm() != c.term || bs.RaftState != c.raftState {
-		leaderChanged = bs.Lead != c.lead && c.lead != 0
+		// Only another leader settles it: a leader forgotten (ForgetLeader after a report of
+		// its death, or an election under way) may come back with the proposals intact.
+		leaderChanged = bs.Lead != 0 && c.lastLead != 0 && bs.Lead != c.lastLead
+		if bs.Lead != 0 {
+			c.lastLead = bs.Lead
+		}
 		if bs.Lead != c.lead && bs.Lead != 0 {
 			out.Notes = append(out.Notes, Note{Kind: NoteLeader, Term: bs.GetTerm(), Leader: bs.Lead,
 				Text: fmt.Sprintf("node %d is the leader in term %d", bs.Lead, bs.GetTerm())})
@@ -636,6 +680,9 @@ func (c *Core) settle(out *Output) {
 	if c.isVoter(c.cfg.ID) {
 		c.wasVoter = true
 	}
+	if _, pending := c.proposals[c.leavingSeq]; c.leaving && !pending && c.isVoter(c.cfg.ID) {
+		c.leaving = false // the removal failed
+	}
 	if c.wasVoter && !c.isVoter(c.cfg.ID) && !slices.Contains(c.conf.GetLearners(), c.cfg.ID) {
 		c.setMember(out, clusterdb.NodeExited)
 	} else {
@@ -664,7 +711,26 @@ func (c *Core) settle(out *Output) {
 		}
 	}
 	slices.SortFunc(out.Done, func(a, b Done) int { return cmp.Compare(a.Seq, b.Seq) })
+	c.notifyRemoved(out)
 	c.reconcile(out)
+}
+
+// notifyRemoved tells each node this leader removed that its removal is committed, once the
+// node is known to hold the entry: a heartbeat of the current term carrying that commit index,
+// which the node's raft accepts (it still counts this node as its leader); it then applies its
+// own removal and exits.
+func (c *Core) notifyRemoved(out *Output) {
+	for _, id := range slices.Sorted(maps.Keys(c.removed)) {
+		r := c.removed[id]
+		switch {
+		case c.raftState != raft.StateLeader || c.tick > r.until:
+			delete(c.removed, id)
+		case r.match >= r.index:
+			out.Messages = append(out.Messages, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(id),
+				From: new(c.cfg.ID), Term: new(c.term), Commit: new(r.index)})
+			delete(c.removed, id)
+		}
+	}
 }
 
 func (c *Core) expired() error {
@@ -689,7 +755,7 @@ func (c *Core) localState() clusterdb.NodeState {
 	switch {
 	case c.fault != nil:
 		return clusterdb.NodeFaulted
-	case c.member == clusterdb.NodeLeaving:
+	case c.leaving:
 		return clusterdb.NodeLeaving
 	case c.tick == 0 && c.lead == 0:
 		return clusterdb.NodeIniting

@@ -37,9 +37,16 @@
 // When the heartbeat plane reports the leader down on every channel (PeerDown), every
 // follower forgets the leader (raft's ForgetLeader: it then grants pre-votes at once instead
 // of waiting out its lease), and the voter with the lowest id among those not reported down
-// campaigns at once, again on each tick until a leader is known; the next in line campaigns 3
-// ticks later, and so on. PreVote stays on: a node that is merely cut off from the others
-// campaigns too, but its pre-vote wins no majority, so it cannot disturb the leader.
+// campaigns at once, again every millisecond (Replica, through Nudge) and on each tick until a
+// leader is known; the next in line campaigns 3 ticks later, and so on. PreVote stays on: a
+// node that is merely cut off from the others campaigns too, but its pre-vote wins no
+// majority, so it cannot disturb the leader. A Replica also starts an early election when the
+// leader's daemon closed its raft stream and sent nothing more for two ticks: a daemon killed
+// while its kernel still echoes heartbeats is only "stalled" to the heartbeat plane.
+//
+// A leader that removes a node tells it, once the node holds the entry, with a heartbeat
+// carrying the removal's commit index: raft stops talking to a removed node, which would
+// otherwise never learn it was removed.
 //
 // # Membership
 //

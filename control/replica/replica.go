@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -341,6 +342,9 @@ func (r *Replica) receive(ctx context.Context, c transport.Conn) {
 	for {
 		data, err := c.Recv(ctx)
 		if err != nil {
+			if ctx.Err() == nil && closedByPeer(err) {
+				r.leaderGone(peer)
+			}
 			return
 		}
 		m := &raftpb.Message{}
@@ -380,17 +384,33 @@ func (r *Replica) await(ctx context.Context, seq uint64, ch chan Done) (Done, er
 	}
 }
 
-// do runs a request on the core and waits for its outcome.
+// do runs a request on the core and waits for its outcome. While no leader is known (an
+// election is under way), it waits up to two election timeouts for one before it gives up with
+// ErrNoQuorum: nothing was proposed yet, so waiting is safe.
 func (r *Replica) do(ctx context.Context, f func(c *Core) (uint64, error)) (Done, error) {
-	r.mu.Lock()
-	if r.closed {
+	wait := time.Now().Add(time.Duration(2*r.core.cfg.ElectionTick) * r.cfg.TickInterval)
+	var seq uint64
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return Done{}, ErrStopped
+		}
+		var err error
+		seq, err = f(r.core)
+		if err == nil {
+			break
+		}
+		leaderless := r.core.Leader() == 0 && r.core.Status().State != "exited"
 		r.mu.Unlock()
-		return Done{}, ErrStopped
-	}
-	seq, err := f(r.core)
-	if err != nil {
-		r.mu.Unlock()
-		return Done{}, err
+		if !errors.Is(err, ErrNoQuorum) || !leaderless || time.Now().After(wait) {
+			return Done{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return Done{}, err
+		case <-time.After(r.cfg.TickInterval):
+		}
 	}
 	ch := r.waiter(seq)
 	r.process()
@@ -436,6 +456,19 @@ func (r *Replica) View() clusterdb.View {
 	return r.core.View()
 }
 
+// Inspect calls f with the local database, its staleness and the core's status, under the
+// replica's lock: f must not keep st or change it. It spares a copy of the database for reads
+// of a few fields.
+func (r *Replica) Inspect(f func(st *clusterdb.State, view clusterdb.View, status Status)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := clusterdb.View{State: r.core.State()}
+	if !r.core.Quorate() {
+		v.Stale, v.Reason = true, "no quorum: "+r.core.reason()
+	}
+	f(r.core.State(), v, r.core.Status())
+}
+
 // Status returns the core's status.
 func (r *Replica) Status() Status {
 	r.mu.Lock()
@@ -455,6 +488,39 @@ func (r *Replica) Changed() <-chan struct{} {
 	return ch
 }
 
+// closedByPeer reports whether a stream ended because the other end closed it: its daemon
+// exited, or was killed and its kernel closed the socket. (The transport has no sentinel for
+// this yet; its errors say so in words.)
+func closedByPeer(err error) bool {
+	msg := err.Error()
+	return errors.Is(err, transport.ErrClosed) &&
+		(strings.Contains(msg, "closed the stream") || strings.Contains(msg, "connection reset by peer"))
+}
+
+// leaderGone handles the end of the leader's stream to this node, closed by the leader's end:
+// its daemon exited, or was killed while its kernel still answers heartbeats (which the
+// heartbeat plane then calls stalled, not down); or it merely replaced a broken stream. If
+// nothing more comes from the leader within two ticks (it sends at least a heartbeat every
+// tick, on a new stream if need be), it is gone, and an early election starts as for PeerDown.
+func (r *Replica) leaderGone(id uint64) {
+	r.mu.Lock()
+	if r.closed || r.core.Leader() != id {
+		r.mu.Unlock()
+		return
+	}
+	since := r.core.heardAt(id)
+	r.mu.Unlock()
+	time.AfterFunc(2*r.cfg.TickInterval, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.closed || r.core.Leader() != id || r.core.heardAt(id) != since {
+			return
+		}
+		r.log.Info("the leader's daemon closed its raft stream and fell silent: early election", "leader", id)
+		r.peerDown(id)
+	})
+}
+
 // PeerDown passes the heartbeat plane's verdict (peer down on every channel) to the core,
 // which starts an early election if the peer led.
 func (r *Replica) PeerDown(id uint64) {
@@ -463,10 +529,38 @@ func (r *Replica) PeerDown(id uint64) {
 	if r.closed {
 		return
 	}
-	for _, n := range r.core.PeerDown(id) {
+	r.peerDown(id)
+}
+
+// peerDown does PeerDown; r.mu is held.
+func (r *Replica) peerDown(id uint64) {
+	notes := r.core.PeerDown(id)
+	st := r.core.Status()
+	r.log.Debug("heartbeat: peer down on every link", "peer", id, "leader", st.Leader, "raft_state", st.RaftState, "early_election", len(notes) > 0)
+	for _, n := range notes {
 		r.logNote(n)
 	}
 	r.process()
+	if len(notes) > 0 {
+		// Campaign again every millisecond until a leader is known: the other voters ignore
+		// a pre-vote until their own heartbeat plane has reported the leader down too.
+		r.wg.Go(func() {
+			for range 2 * r.core.cfg.ElectionTick * int(r.cfg.TickInterval/time.Millisecond) {
+				select {
+				case <-r.ctx.Done():
+					return
+				case <-time.After(time.Millisecond):
+				}
+				r.mu.Lock()
+				again := r.core.Nudge()
+				r.process()
+				r.mu.Unlock()
+				if !again {
+					return
+				}
+			}
+		})
+	}
 }
 
 // PeerUp withdraws a PeerDown.

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"vigil/control/admin"
@@ -219,6 +222,34 @@ func TestInterconnectSpread(t *testing.T) {
 	defer cancel()
 	if out, err := c.Net.Node(1).Run(ctx, "ping", "-c", "1", "-W", "2", netns.Addr(2, netns.Private1).String()); err != nil {
 		t.Errorf("ping over the private link: %v\n%s", err, out)
+	}
+
+	// SIGTERM takes it all away: the pins (with the daemon gone, no TCX program stays attached
+	// without its pinned link), the cluster address and the routes.
+	if err := c.Node(3).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.Net.BPFDir, "test-node3")); len(ents) != 0 {
+		t.Errorf("pins left after SIGTERM: %v", ents)
+	}
+	err := c.Net.Node(3).Do(func() error {
+		routes, err := netlink.RouteGet(net.ParseIP("198.18.100.1"))
+		if err == nil && len(routes) > 0 && routes[0].Src.Equal(net.ParseIP("198.18.100.3")) {
+			t.Errorf("route to a cluster address left after SIGTERM: %+v", routes[0])
+		}
+		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if a.IP.Equal(net.ParseIP("198.18.100.3")) {
+				t.Errorf("cluster address left after SIGTERM on link %d", a.LinkIndex)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

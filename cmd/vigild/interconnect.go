@@ -246,8 +246,11 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 	defer ic.mu.Unlock()
 	thr := ic.rule.Config().Threshold
 	// live[peer] is the bit set of links the steering program may use, as it computes it.
-	live, up := map[uint16]uint32{}, map[uint16]uint32{}
+	live, up, recent := map[uint16]uint32{}, map[uint16]uint32{}, map[uint16]admin.LinkStatus{}
 	for _, r := range rows {
+		if last, ok := recent[r.Peer]; !r.LastSeen.IsZero() && (!ok || r.LastSeen.After(last.LastSeen)) {
+			recent[r.Peer] = r
+		}
 		if r.State == admin.LinkUp {
 			up[r.Peer] |= 1 << r.Link
 			if !ic.rule.Link(int(r.Link)).Bad {
@@ -265,6 +268,9 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 		set := live[r.Peer]
 		if set == 0 {
 			set = up[r.Peer]
+		}
+		if last, ok := recent[r.Peer]; set == 0 && ok {
+			set = 1 << last.Link // blind, on the link heard last
 		}
 		if ic.cfg.Interconnect.Policy == nodeconf.PolicyPrimary {
 			set &= -set // the lowest

@@ -378,11 +378,10 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 	type cut struct{ down, up, steady time.Time }
 	var cuts []cut
 	n1, n2 := c.Node(1), c.Node(2)
-	mark1, mark2 := n1.LogLines(), n2.LogLines()
-	startMark := mark1
+	startMark := n1.LogLines()
 	for range cycles {
 		time.Sleep(300*time.Millisecond + rand.N(icInterval))
-		mark1, mark2 = n1.LogLines(), n2.LogLines()
+		mark1, mark2 := n1.LogLines(), n2.LogLines()
 		t0 := heartbeat.MonotonicNow()
 		down := time.Now()
 		if err := c.Net.LinkDown(1, netns.Private0); err != nil {

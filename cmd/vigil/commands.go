@@ -73,7 +73,7 @@ func (NodesCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 			continue
 		}
 		jeopardy := "-"
-		if nd.State == admin.NodeAlive || nd.State == admin.NodeStalled {
+		if nd.State == admin.NodeAlive || nd.State == admin.NodeStalled || nd.State == admin.NodePartitioned {
 			jeopardy = yesNo(nd.Jeopardy)
 		}
 		lastSeen := "never"

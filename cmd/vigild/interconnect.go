@@ -38,12 +38,11 @@ type interconnect struct {
 	routes []netlink.Route
 	neighs []netlink.Neigh
 
-	mu       sync.Mutex
-	rule     *linkrule.Rule
-	lastLost map[[2]int]uint64 // by (peer, link): Lost at the last sample
-	lastUp   map[[2]int]uint64 // by (peer, link): SinceNS of the slot when last seen up
-	lastMAC  [4]uint64
-	macBase  bool
+	mu      sync.Mutex
+	rule    *linkrule.Rule
+	gaps    linkrule.Gaps
+	lastMAC [4]uint64
+	macBase bool
 }
 
 // newInterconnect sets up the cluster address and routes, and, with the eBPF plane, loads and
@@ -59,7 +58,6 @@ func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, lin
 	}
 	ic = &interconnect{
 		cfg: cfg, log: log, plane: p, hb: hb, rule: rule, self: icfg.ClusterAddr(cfg.Node),
-		lastLost: map[[2]int]uint64{}, lastUp: map[[2]int]uint64{},
 	}
 	defer func() {
 		if err != nil {
@@ -171,18 +169,7 @@ func (ic *interconnect) sample(now time.Duration) {
 			if err != nil {
 				continue
 			}
-			k := [2]int{p.ID, l}
-			last, seen := ic.lastLost[k]
-			stable := s.State == heartbeat.LinkUp && ic.lastUp[k] == s.SinceNS
-			if seen && stable && s.Lost > last {
-				errs[l] += s.Lost - last
-			}
-			ic.lastLost[k] = s.Lost
-			if s.State == heartbeat.LinkUp {
-				ic.lastUp[k] = s.SinceNS
-			} else {
-				ic.lastUp[k] = ^uint64(0)
-			}
+			errs[l] += ic.gaps.Errors(p.ID, l, s.Lost, s.State == heartbeat.LinkUp, s.SinceNS)
 		}
 	}
 	if ic.hb != nil {

@@ -416,3 +416,65 @@ func TestDiskHeartbeatPartition(t *testing.T) {
 	}
 	waitNode(t, n1, 3, "alive again", func(s admin.NodeStatus) bool { return s.State == admin.NodeAlive })
 }
+
+// The other kind of error: heartbeat frames lost on a link that stays up (20% of node 2's
+// frames on link 0, far from the 10 in a row that would take the link down). Node 1 counts the
+// sequence gaps, takes link 0 out of service and keeps it up.
+func TestInterconnectErrorRateSequenceGaps(t *testing.T) {
+	c := interconnectCluster(t, defaultRule(nodeconf.PolicyPrimary), nodeconf.DiskHeartbeat{})
+	n1 := c.Node(1)
+	mark := n1.LogLines()
+	loss, err := c.Net.Loss(2, netns.Private0, 20, netns.Outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loss.Undo()
+	waitLinks(t, n1, 2, "link 0 bad from sequence gaps, still up", func(l map[int]admin.LinkStatus) bool {
+		return l[0].Bad && l[0].State == admin.LinkUp && l[0].Errors > 10 && fmt.Sprint(carrying(l)) == "[1]"
+	})
+	if l, _ := linksOf(t, n1, 2); l[1].Bad {
+		t.Errorf("link 1 bad too: %+v", l[1])
+	}
+	// The loss alone must not take link 0 down. (A stall of the loaded machine can silence both
+	// links at once, links_up 0: that is not the loss.)
+	noEvent(t, n1, mark, "link 0 down while link 1 stayed up", func(ev vcluster.LogEvent) bool {
+		return isEvent("link down", 2, 0)(ev) && ev.LinksUp > 0
+	})
+	if err := loss.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if out, err := n1.Vigil(ctx, "links", "clear", "priv0"); err != nil {
+		t.Fatalf("vigil links clear priv0: %v\n%s", err, out)
+	}
+	waitLinks(t, n1, 2, "link 0 carries again", func(l map[int]admin.LinkStatus) bool {
+		return !l[0].Bad && fmt.Sprint(carrying(l)) == "[0]"
+	})
+}
+
+// A daemon killed with SIGKILL leaves its steering pinned: traffic keeps flowing on the
+// cluster addresses, and the next daemon takes the TCX attachments over.
+func TestInterconnectRestartTakesOver(t *testing.T) {
+	c := interconnectCluster(t, defaultRule(nodeconf.PolicySpread), nodeconf.DiskHeartbeat{})
+	addr := echoServer(t, c, 1)
+	conn := dialFrom(t, c, 2, addr)
+	r := bufio.NewReader(conn)
+	roundTrip(t, conn, r, "before", wait)
+	n2 := c.Node(2)
+	if err := n2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// No daemon on node 2: its kernel still steers (and echoes heartbeats).
+	roundTrip(t, conn, r, "while-dead", wait)
+	if err := n2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !logHas(t, n2, `"msg":"tcx steering attachment taken over"`) {
+		t.Error("the restarted daemon did not take over its pinned TCX attachments")
+	}
+	roundTrip(t, conn, r, "after", wait)
+	waitLinks(t, n2, 1, "traffic counted after the restart", func(l map[int]admin.LinkStatus) bool {
+		return l[0].TxPackets+l[1].TxPackets > 0
+	})
+}

@@ -169,17 +169,22 @@ func carrying(links map[int]admin.LinkStatus) []int {
 // Cutting the link that carries a peer's traffic moves it to the other link, with no message
 // lost and no node down; restoring it brings the traffic back (primary policy).
 func TestInterconnectFailover(t *testing.T) {
-	for _, udp := range []bool{false, true} {
-		t.Run(map[bool]string{false: "ethernet", true: "udp"}[udp], func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		udp      bool
+		fallback []int
+	}{{"ethernet", false, nil}, {"udp", true, nil}, {"fallback", false, []int{1, 2}}} {
+		t.Run(tc.name, func(t *testing.T) {
 			testInterconnectFailover(t, interconnectClusterOpts(t, vcluster.Options{
-				Interconnect: defaultRule(nodeconf.PolicyPrimary), UDP: udp,
+				Interconnect: defaultRule(nodeconf.PolicyPrimary), UDP: tc.udp, Fallback: tc.fallback,
 			}))
 		})
 	}
 }
 
 // testInterconnectFailover: heartbeats as raw Ethernet frames or in UDP (the MACs the steering
-// program uses are learned from either).
+// program uses are learned from either), and with both ends on the user-space fallback (the
+// daemon copies its detector's link state into the steering program's map).
 func testInterconnectFailover(t *testing.T, c *vcluster.Cluster) {
 	addr := echoServer(t, c, 2)
 	conn := dialFrom(t, c, 1, addr)

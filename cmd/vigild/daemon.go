@@ -295,6 +295,9 @@ loop:
 			break loop
 		case ev := <-events:
 			d.logEvent(ev)
+			if d.ic != nil {
+				d.ic.sync()
+			}
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()

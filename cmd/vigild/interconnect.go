@@ -30,8 +30,8 @@ type interconnect struct {
 	cfg   *nodeconf.Config
 	log   *slog.Logger
 	plane plane
-	hb    *dataplane.Heartbeat // nil on the fallback path: no steering, no bad-MAC counts
-	steer *dataplane.Steer     // nil on the fallback path
+	hb    *dataplane.Heartbeat // nil on the fallback path: no bad-MAC counts, link state copied
+	steer *dataplane.Steer
 	self  netip.Addr
 	// The network state made here, undone by close.
 	addr   *netlink.Addr
@@ -69,8 +69,7 @@ func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, lin
 		return ic, err
 	}
 	if hb == nil {
-		log.Warn("interconnect: the fallback path has no eBPF link selection; peers' cluster addresses are routed over the first link that is administratively up, without failover")
-		return ic, nil
+		log.Warn("interconnect on the fallback path: the steering program reads link state that the daemon copies from its user-space detector, so failover waits for the daemon")
 	}
 	if ic.steer, err = dataplane.LoadSteer(dataplane.SteerOptions{Heartbeat: hb, PinDir: pinDir, Logger: log}); err != nil {
 		return ic, err
@@ -102,6 +101,7 @@ func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, lin
 			return ic, err
 		}
 	}
+	ic.sync()
 	for _, l := range links {
 		if err := ic.steer.Attach(l.Ifindex()); err != nil {
 			return ic, err
@@ -155,11 +155,33 @@ func (ic *interconnect) setupRoutes(links []heartbeat.Link) error {
 	return nil
 }
 
+// sync copies the user-space detector's link state into the steering program's own slots (the
+// fallback path; with the eBPF plane the program reads the kernel's slots and this does
+// nothing). The daemon calls it at every heartbeat event and every sample.
+func (ic *interconnect) sync() {
+	if ic.hb != nil || ic.steer == nil {
+		return
+	}
+	for _, p := range ic.cfg.Peers {
+		for l := range ic.cfg.Links {
+			s, err := ic.plane.Slot(uint16(p.ID), uint8(l))
+			if err != nil {
+				continue
+			}
+			if err := ic.steer.SetSlot(uint16(p.ID), uint8(l), s.State == heartbeat.LinkUp, s.PeerMAC, max(s.LastDataNS, s.LastEchoNS)); err != nil {
+				ic.log.Error("interconnect: copy link state", "peer", p.ID, "link", l, "err", err)
+				return
+			}
+		}
+	}
+}
+
 // sample feeds the error-rate rule with the errors counted since the last sample and applies
 // its verdicts. Errors are heartbeat sequence gaps on a link that stayed up (a gap across a
 // down period is a link failure, already handled) and frames with a wrong MAC. Transport
 // retransmissions are not counted: TCP does not know which link lost a segment.
 func (ic *interconnect) sample(now time.Duration) {
+	ic.sync()
 	ic.mu.Lock()
 	defer ic.mu.Unlock()
 	errs := make([]uint64, len(ic.cfg.Links))
@@ -249,9 +271,6 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 		r := &rows[i]
 		st := ic.rule.Link(int(r.Link))
 		r.Errors, r.ErrorThreshold, r.Bad = st.Errors, thr, st.Bad
-		if ic.steer == nil {
-			continue
-		}
 		set := live[r.Peer]
 		if set == 0 {
 			set = up[r.Peer]
@@ -271,9 +290,6 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 
 // counters adds the steering program's counters.
 func (ic *interconnect) counters(out admin.Counters) {
-	if ic.steer == nil {
-		return
-	}
 	c, err := ic.steer.Counters()
 	if err != nil {
 		return

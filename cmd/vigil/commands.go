@@ -47,6 +47,12 @@ func (StatusCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 	fmt.Fprintf(tw, "Incarnation:\t%d\n", st.Incarnation)
 	fmt.Fprintf(tw, "Started:\t%s\n", started)
 	fmt.Fprintf(tw, "Heartbeat:\tevery %s, failure detected within %s\n", humanDuration(st.HeartbeatInterval), humanDuration(st.DetectTime))
+	if st.ClusterAddress != "" {
+		fmt.Fprintf(tw, "Interconnect:\tcluster address %s, policy %s\n", st.ClusterAddress, st.Policy)
+	}
+	if st.DiskHeartbeat != "" {
+		fmt.Fprintf(tw, "Disk heartbeat:\t%s\n", st.DiskHeartbeat)
+	}
 	fmt.Fprintf(tw, "Version:\t%s\n", st.Version)
 	return tw.Flush()
 }

@@ -41,6 +41,12 @@ type Status struct {
 	HeartbeatInterval time.Duration     `json:"heartbeat_interval_ns"`
 	DetectTime        time.Duration     `json:"detect_time_ns"`
 	Version           string            `json:"version"`
+	// The interconnect: this node's cluster address and the link selection policy; empty
+	// when it is off.
+	ClusterAddress string `json:"cluster_address,omitempty"`
+	Policy         string `json:"policy,omitempty"`
+	// DiskHeartbeat is the shared device or file of the disk heartbeat; empty when it is off.
+	DiskHeartbeat string `json:"disk_heartbeat,omitempty"`
 }
 
 // Node states reported in NodeStatus.State.

@@ -89,3 +89,33 @@ func TestTCPRejectsOversizedFrame(t *testing.T) {
 		t.Fatalf("oversized frame: %v, want ErrClosed naming node 1", err)
 	}
 }
+
+// TestTCPNudgeFrames: a nudge frame between messages is invisible to the receiver, and an idle
+// stream (nothing unacknowledged) is not nudged.
+func TestTCPNudgeFrames(t *testing.T) {
+	a, b := newTCPPair(t, testKey, testKey)
+	ca, cb := connect(t, pair{a: a, b: b}, ServiceRaft)
+	ctx := ctxT(t)
+	raw := ca.(*tcpConn).c
+	var nop [4]byte
+	binary.BigEndian.PutUint32(nop[:], nopFrame)
+	raw.Write(nop[:])
+	ca.Send(ctx, []byte("one"))
+	raw.Write(append(nop[:], nop[:]...))
+	ca.Send(ctx, []byte("two"))
+	for _, want := range []string{"one", "two"} {
+		if m, err := cb.Recv(ctx); err != nil || string(m) != want {
+			t.Fatalf("got %q, %v; want %q", m, err, want)
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // loopback acknowledges at once
+	if n := a.Nudge(2); n != 0 {
+		t.Fatalf("nudged %d idle streams", n)
+	}
+	if err := ca.Send(ctx, []byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := cb.Recv(ctx); err != nil || string(m) != "three" {
+		t.Fatalf("after a nudge pass: %q, %v", m, err)
+	}
+}

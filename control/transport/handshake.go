@@ -19,7 +19,8 @@ import (
 // The listener says nothing about itself before the dialer proved it holds the key, and
 // neither side accepts a proof computed over another hello or nonce, so a recorded
 // handshake cannot be replayed and a proof cannot be reflected. Messages after the handshake
-// are framed as a 4-byte big-endian length and the payload.
+// are framed as a 4-byte big-endian length and the payload; the length 0xffffffff is a frame
+// without payload that the receiver skips (see TCP.Nudge).
 
 const (
 	helloSize     = 4 + 1 + 1 + 2 + 2 + nonceSize

@@ -463,12 +463,18 @@ func (c *tcpConn) Recv(ctx context.Context) ([]byte, error) {
 	}
 	disarm := arm(ctx, c.c.SetReadDeadline)
 	defer disarm()
-	for c.hdrN < len(c.hdr) {
-		n, err := c.br.Read(c.hdr[c.hdrN:])
-		c.hdrN += n
-		if err != nil {
-			return nil, c.readError(ctx, err)
+	for {
+		for c.hdrN < len(c.hdr) {
+			n, err := c.br.Read(c.hdr[c.hdrN:])
+			c.hdrN += n
+			if err != nil {
+				return nil, c.readError(ctx, err)
+			}
 		}
+		if c.body != nil || binary.BigEndian.Uint32(c.hdr[:]) != nopFrame {
+			break
+		}
+		c.hdrN = 0 // a nudge: nothing for the caller
 	}
 	if c.body == nil {
 		size := binary.BigEndian.Uint32(c.hdr[:])
@@ -503,6 +509,92 @@ func (c *tcpConn) readError(ctx context.Context, err error) error {
 		return c.fail(fmt.Errorf("%w: node %d closed the stream in the middle of a message", ErrClosed, c.peer))
 	}
 	return c.fail(fmt.Errorf("%w: receive from node %d: %v", ErrClosed, c.peer, err))
+}
+
+// A nudge sends as many no-op frames, each its own segment, as TCP's duplicate threshold on
+// the stream (its reordering degree, 3 unless it saw reordering): then RACK marks the hole
+// lost at once, instead of waiting a reordering window that its jiffy timer rounds up to
+// milliseconds.
+const (
+	nudgeMinSegments = 3
+	nudgeMaxSegments = 16
+)
+
+// nopFrame is the length word of a frame without payload that Recv skips: the nudge.
+const nopFrame = 0xffffffff
+
+// Nudge makes TCP re-send at once what a failed link lost on the streams to peer. Call it
+// when the heartbeat plane reports a link to peer down: the eBPF link selection has already
+// moved the packets to a live link, but a segment that went out on the failed link just before
+// is only re-sent when TCP notices the loss, and with nothing sent after it that takes a
+// retransmission timeout (200 ms by default, RTOMin at the least). Nudge sends a no-op frame
+// on every stream to peer with unacknowledged data; they arrive over the live link after the
+// hole, the peer acknowledges them selectively, and RACK re-sends the lost segment within a
+// round trip. A stream busy sending is skipped: its own next segment does the same. It
+// returns how many streams it nudged.
+func (t *TCP) Nudge(peer NodeID) int {
+	t.mu.Lock()
+	var cs []*tcpConn
+	for c := range t.conns {
+		if c.peer == peer {
+			cs = append(cs, c)
+		}
+	}
+	t.mu.Unlock()
+	n := 0
+	for _, c := range cs {
+		if c.nudge() {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *tcpConn) nudge() bool {
+	if !c.wmu.TryLock() {
+		return false
+	}
+	defer c.wmu.Unlock()
+	unacked, reordering := c.lossState()
+	if c.failure() != nil || unacked == 0 {
+		return false
+	}
+	segments := min(max(reordering, nudgeMinSegments), nudgeMaxSegments)
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], nopFrame)
+	c.c.SetWriteDeadline(time.Now().Add(time.Millisecond))
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	for range segments {
+		n, err := c.c.Write(hdr[:])
+		if err != nil {
+			if n > 0 {
+				c.fail(fmt.Errorf("%w: nudge to node %d cut short: %v", ErrClosed, c.peer, err))
+			}
+			return false
+		}
+		// Setting TCP_NODELAY pushes the frame out now: TCP's autocorking would otherwise
+		// merge the small frames into one segment.
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) })
+	}
+	return true
+}
+
+// lossState returns how many segments are sent and not yet acknowledged, and TCP's current
+// duplicate threshold (its reordering degree: 3 unless it saw reordering on this stream).
+func (c *tcpConn) lossState() (unacked, reordering uint32) {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return 0, 0
+	}
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			unacked, reordering = info.Unacked, info.Reordering
+		}
+	})
+	return unacked, reordering
 }
 
 func (c *tcpConn) Close() error {

@@ -54,17 +54,29 @@ const (
 type icVariant struct {
 	name   string // in metric names
 	rtoMin time.Duration
-	// nudge: when a node's daemon logs the link down, the bench sends an empty message on its
-	// end of the request/response stream, so that the other end's SACK reports the hole and
-	// RACK re-sends the lost segment at once instead of waiting for TLP or the RTO. It stands
-	// in for a transport that nudges its streams on the heartbeat plane's link-down events.
-	nudge bool
+	// nudge says what happens when a node's daemon logs the link to the other node down (the
+	// bench follows both daemons' logs, standing in for a daemon that hosts the transport):
+	//   nudgeNone     nothing
+	//   nudgeTCP      transport.TCP.Nudge(peer) on that node: no-op frames on its streams with
+	//                 unacknowledged data, so that the peer's SACKs report the hole and RACK
+	//                 re-sends at once
+	//   nudgeMessage  an empty message on that node's end of the request/response stream,
+	//                 whether or not it has unacknowledged data
+	nudge int
 }
 
+const (
+	nudgeNone = iota
+	nudgeTCP
+	nudgeMessage
+)
+
+// 5 ms asks for TCP_RTO_MIN_US = 5000, which this kernel (HZ=250) rounds up to 2 jiffies, 8 ms.
 var icVariants = []icVariant{
-	{"rto200ms", 0, false},
-	{"rto5ms", 5 * time.Millisecond, false},
-	{"rto5ms_nudge", 5 * time.Millisecond, true},
+	{"rto200ms", 0, nudgeNone},
+	{"rto5ms", 5 * time.Millisecond, nudgeNone},
+	{"rto5ms_nudge", 5 * time.Millisecond, nudgeTCP},
+	{"rto5ms_nudge_message", 5 * time.Millisecond, nudgeMessage},
 }
 
 func runInterconnect(cfg config, out io.Writer) (metrics, error) {
@@ -318,7 +330,11 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		r.rr = append(r.rr, time.Since(t0))
 	}
 
-	if v.nudge {
+	switch v.nudge {
+	case nudgeTCP:
+		wg.Go(func() { tailEvents(ctx, c.Node(1).Log, isEvent("link down", 2, 0), func() { t1.Nudge(2) }) })
+		wg.Go(func() { tailEvents(ctx, c.Node(2).Log, isEvent("link down", 1, 0), func() { t2.Nudge(1) }) })
+	case nudgeMessage:
 		srv := <-serverRR
 		wg.Go(func() { tailEvents(ctx, c.Node(1).Log, isEvent("link down", 2, 0), func() { rrConn.Send(ctx, nil) }) })
 		wg.Go(func() { tailEvents(ctx, c.Node(2).Log, isEvent("link down", 1, 0), func() { srv.Send(ctx, nil) }) })

@@ -319,12 +319,14 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		return r, err
 	}
 	msg := make([]byte, icMsgSize)
+	steady, endSteady := context.WithTimeout(ctx, time.Minute)
+	defer endSteady()
 	for range pings {
 		t0 := time.Now()
-		if err := rrConn.Send(ctx, msg); err != nil {
+		if err := rrConn.Send(steady, msg); err != nil {
 			return r, err
 		}
-		if _, err := rrConn.Recv(ctx); err != nil {
+		if _, err := rrConn.Recv(steady); err != nil {
 			return r, err
 		}
 		r.rr = append(r.rr, time.Since(t0))
@@ -339,7 +341,7 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		wg.Go(func() { tailEvents(ctx, c.Node(1).Log, isEvent("link down", 2, 0), func() { rrConn.Send(ctx, nil) }) })
 		wg.Go(func() { tailEvents(ctx, c.Node(2).Log, isEvent("link down", 1, 0), func() { srv.Send(ctx, nil) }) })
 	}
-	recvReply := func() error {
+	recvReply := func(ctx context.Context) error {
 		for {
 			msg, err := rrConn.Recv(ctx)
 			if err != nil || len(msg) > 0 {
@@ -353,18 +355,19 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 	var rrMu sync.Mutex
 	var rrs []rrDone
 	var sent int
+	// The streams stop (and are waited for) on every way out; their calls use the streams'
+	// context, so that stopping them unblocks a Send or Recv waiting on a dead stream.
 	streams, stopStreams := context.WithCancel(ctx)
-	defer stopStreams()
 	var swg sync.WaitGroup
-	defer swg.Wait()
+	defer func() { stopStreams(); swg.Wait() }()
 	swg.Go(func() {
 		b := make([]byte, icMsgSize)
 		for streams.Err() == nil {
 			t0 := time.Now()
-			if rrConn.Send(ctx, b) != nil {
+			if rrConn.Send(streams, b) != nil {
 				return
 			}
-			if err := recvReply(); err != nil {
+			if err := recvReply(streams); err != nil {
 				return
 			}
 			rrMu.Lock()
@@ -384,13 +387,20 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 			b := make([]byte, icMsgSize)
 			binary.LittleEndian.PutUint64(b, seq)
 			binary.LittleEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
-			if owConn.Send(ctx, b) != nil {
+			if owConn.Send(streams, b) != nil {
 				return
 			}
 			sent = int(seq)
 		}
 	})
 
+	// A cycle that fails leaves no link cut behind.
+	cutNow := false
+	defer func() {
+		if cutNow {
+			err = errors.Join(err, c.Net.LinkUp(1, netns.Private0))
+		}
+	}()
 	type cut struct{ down, up, steady time.Time }
 	var cuts []cut
 	n1, n2 := c.Node(1), c.Node(2)
@@ -403,6 +413,7 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		if err := c.Net.LinkDown(1, netns.Private0); err != nil {
 			return r, err
 		}
+		cutNow = true
 		ev, err := n1.WaitEvent(mark1, eventTimeout, isEvent("link down", 2, 0))
 		if err != nil {
 			return r, err
@@ -417,7 +428,8 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		if err := c.Net.LinkUp(1, netns.Private0); err != nil {
 			return r, err
 		}
-		if _, err := n1.WaitEvent(mark1, eventTimeout, isEvent("link up", 2, 0)); err != nil {
+		cutNow = false
+		if _, err := n1.WaitEvent(mark1, steadyTimeout, isEvent("link up", 2, 0)); err != nil {
 			return r, err
 		}
 		cuts = append(cuts, cut{down, up, time.Now()})

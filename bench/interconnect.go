@@ -54,17 +54,29 @@ const (
 type icVariant struct {
 	name   string // in metric names
 	rtoMin time.Duration
-	// nudge: when a node's daemon logs the link down, the bench sends an empty message on its
-	// end of the request/response stream, so that the other end's SACK reports the hole and
-	// RACK re-sends the lost segment at once instead of waiting for TLP or the RTO. It stands
-	// in for a transport that nudges its streams on the heartbeat plane's link-down events.
-	nudge bool
+	// nudge says what happens when a node's daemon logs the link to the other node down (the
+	// bench follows both daemons' logs, standing in for a daemon that hosts the transport):
+	//   nudgeNone     nothing
+	//   nudgeTCP      transport.TCP.Nudge(peer) on that node: no-op frames on its streams with
+	//                 unacknowledged data, so that the peer's SACKs report the hole and RACK
+	//                 re-sends at once
+	//   nudgeMessage  an empty message on that node's end of the request/response stream,
+	//                 whether or not it has unacknowledged data
+	nudge int
 }
 
+const (
+	nudgeNone = iota
+	nudgeTCP
+	nudgeMessage
+)
+
+// 5 ms asks for TCP_RTO_MIN_US = 5000, which this kernel (HZ=250) rounds up to 2 jiffies, 8 ms.
 var icVariants = []icVariant{
-	{"rto200ms", 0, false},
-	{"rto5ms", 5 * time.Millisecond, false},
-	{"rto5ms_nudge", 5 * time.Millisecond, true},
+	{"rto200ms", 0, nudgeNone},
+	{"rto5ms", 5 * time.Millisecond, nudgeNone},
+	{"rto5ms_nudge", 5 * time.Millisecond, nudgeTCP},
+	{"rto5ms_nudge_message", 5 * time.Millisecond, nudgeMessage},
 }
 
 func runInterconnect(cfg config, out io.Writer) (metrics, error) {
@@ -307,23 +319,29 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		return r, err
 	}
 	msg := make([]byte, icMsgSize)
+	steady, endSteady := context.WithTimeout(ctx, time.Minute)
+	defer endSteady()
 	for range pings {
 		t0 := time.Now()
-		if err := rrConn.Send(ctx, msg); err != nil {
+		if err := rrConn.Send(steady, msg); err != nil {
 			return r, err
 		}
-		if _, err := rrConn.Recv(ctx); err != nil {
+		if _, err := rrConn.Recv(steady); err != nil {
 			return r, err
 		}
 		r.rr = append(r.rr, time.Since(t0))
 	}
 
-	if v.nudge {
+	switch v.nudge {
+	case nudgeTCP:
+		wg.Go(func() { tailEvents(ctx, c.Node(1).Log, isEvent("link down", 2, 0), func() { t1.Nudge(2) }) })
+		wg.Go(func() { tailEvents(ctx, c.Node(2).Log, isEvent("link down", 1, 0), func() { t2.Nudge(1) }) })
+	case nudgeMessage:
 		srv := <-serverRR
 		wg.Go(func() { tailEvents(ctx, c.Node(1).Log, isEvent("link down", 2, 0), func() { rrConn.Send(ctx, nil) }) })
 		wg.Go(func() { tailEvents(ctx, c.Node(2).Log, isEvent("link down", 1, 0), func() { srv.Send(ctx, nil) }) })
 	}
-	recvReply := func() error {
+	recvReply := func(ctx context.Context) error {
 		for {
 			msg, err := rrConn.Recv(ctx)
 			if err != nil || len(msg) > 0 {
@@ -337,18 +355,19 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 	var rrMu sync.Mutex
 	var rrs []rrDone
 	var sent int
+	// The streams stop (and are waited for) on every way out; their calls use the streams'
+	// context, so that stopping them unblocks a Send or Recv waiting on a dead stream.
 	streams, stopStreams := context.WithCancel(ctx)
-	defer stopStreams()
 	var swg sync.WaitGroup
-	defer swg.Wait()
+	defer func() { stopStreams(); swg.Wait() }()
 	swg.Go(func() {
 		b := make([]byte, icMsgSize)
 		for streams.Err() == nil {
 			t0 := time.Now()
-			if rrConn.Send(ctx, b) != nil {
+			if rrConn.Send(streams, b) != nil {
 				return
 			}
-			if err := recvReply(); err != nil {
+			if err := recvReply(streams); err != nil {
 				return
 			}
 			rrMu.Lock()
@@ -368,26 +387,33 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 			b := make([]byte, icMsgSize)
 			binary.LittleEndian.PutUint64(b, seq)
 			binary.LittleEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
-			if owConn.Send(ctx, b) != nil {
+			if owConn.Send(streams, b) != nil {
 				return
 			}
 			sent = int(seq)
 		}
 	})
 
+	// A cycle that fails leaves no link cut behind.
+	cutNow := false
+	defer func() {
+		if cutNow {
+			err = errors.Join(err, c.Net.LinkUp(1, netns.Private0))
+		}
+	}()
 	type cut struct{ down, up, steady time.Time }
 	var cuts []cut
 	n1, n2 := c.Node(1), c.Node(2)
-	mark1, mark2 := n1.LogLines(), n2.LogLines()
-	startMark := mark1
+	startMark := n1.LogLines()
 	for range cycles {
 		time.Sleep(300*time.Millisecond + rand.N(icInterval))
-		mark1, mark2 = n1.LogLines(), n2.LogLines()
+		mark1, mark2 := n1.LogLines(), n2.LogLines()
 		t0 := heartbeat.MonotonicNow()
 		down := time.Now()
 		if err := c.Net.LinkDown(1, netns.Private0); err != nil {
 			return r, err
 		}
+		cutNow = true
 		ev, err := n1.WaitEvent(mark1, eventTimeout, isEvent("link down", 2, 0))
 		if err != nil {
 			return r, err
@@ -402,7 +428,8 @@ func icSession(v icVariant, cycles, pings int) (r icResult, err error) {
 		if err := c.Net.LinkUp(1, netns.Private0); err != nil {
 			return r, err
 		}
-		if _, err := n1.WaitEvent(mark1, eventTimeout, isEvent("link up", 2, 0)); err != nil {
+		cutNow = false
+		if _, err := n1.WaitEvent(mark1, steadyTimeout, isEvent("link up", 2, 0)); err != nil {
 			return r, err
 		}
 		cuts = append(cuts, cut{down, up, time.Now()})

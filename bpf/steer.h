@@ -6,12 +6,12 @@
  * Every node has one cluster address; vigild routes each peer's address out
  * through a private link (any one: the program moves the packet), with a
  * permanent neighbour entry holding a placeholder MAC so that the kernel never
- * ARPs for it. For a packet whose IPv4 destination is in st_dests, the program
+ * ARPs for it. For a packet whose IPv4 destination is in steer_dests, the program
  *
  *   1. finds the peer's live links: slot state HB_LINK_UP (written by the
  *      heartbeat sweep, in the heartbeat object's `slots` map, shared), a
  *      learned peer MAC, a configured interface, and not taken out of service
- *      by the error-rate rule (st_bad[link] != 0). If every up link is bad,
+ *      by the error-rate rule (steer_bad[link] != 0). If every up link is bad,
  *      the bad ones are used rather than none (ST_C_BAD_FALLBACK). If no link
  *      is up, the packet goes blind on the link the peer was heard on last
  *      (ST_C_BLIND), with the MAC learned there: a dead link drops it as
@@ -25,7 +25,7 @@
  *      CHANNEL's primary and secondary).
  *   3. writes the Ethernet header: destination the MAC the heartbeat plane
  *      learned for (peer, link), source the link's own MAC; counts the packet
- *      for (peer, link) in st_stats; and passes it when the link is the one it
+ *      for (peer, link) in steer_stats; and passes it when the link is the one it
  *      is leaving on, or bpf_redirect()s it to the link's egress.
  *
  * A redirected packet runs the program again on the target link. It then

@@ -81,7 +81,8 @@ type SteerLink struct {
 // SteerOptions configures LoadSteer.
 type SteerOptions struct {
 	// Heartbeat is the loaded heartbeat plane whose link state (its slots map) the program
-	// reads. Required.
+	// reads. Nil (the user-space fallback): the program gets a slots map of its own, which the
+	// caller fills with SetSlot.
 	Heartbeat *Heartbeat
 	// PinDir, when set, is a bpffs directory where the steering maps and TCX links are pinned
 	// (use the heartbeat plane's), so that traffic keeps flowing while no daemon runs.
@@ -103,9 +104,6 @@ type Steer struct {
 // LoadSteer loads the TCX egress steering program, sharing the heartbeat plane's slots map.
 // Nothing is attached until Attach. The caller must Close the result.
 func LoadSteer(opts SteerOptions) (*Steer, error) {
-	if opts.Heartbeat == nil {
-		return nil, errors.New("load steering program: no heartbeat plane to read link state from")
-	}
 	s := &Steer{opts: opts, log: opts.Logger, links: map[int]attached{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -114,8 +112,9 @@ func LoadSteer(opts SteerOptions) (*Steer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load steering spec: %w", err)
 	}
-	copts := ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{"slots": opts.Heartbeat.objs.Slots},
+	var copts ebpf.CollectionOptions
+	if opts.Heartbeat != nil {
+		copts.MapReplacements = map[string]*ebpf.Map{"slots": opts.Heartbeat.objs.Slots}
 	}
 	if opts.PinDir != "" {
 		if err := ensureBPFFS(opts.PinDir); err != nil {
@@ -186,6 +185,24 @@ func (s *Steer) SetDests(dests map[netip.Addr]uint16) error {
 		if err := s.objs.SteerDests.Put(k, v); err != nil {
 			return fmt.Errorf("write steering destination for peer %d: %w", v, err)
 		}
+	}
+	return nil
+}
+
+// SetSlot writes the state of (peer, link) that the program reads: for a program loaded
+// without a heartbeat plane (the fallback), whose detector runs in user space. lastSeenNS is
+// when the peer was last heard on the link (it picks the link for blind sends).
+func (s *Steer) SetSlot(peer uint16, linkID uint8, up bool, mac [6]byte, lastSeenNS uint64) error {
+	if s.opts.Heartbeat != nil {
+		return errors.New("steering: link state comes from the heartbeat plane's map")
+	}
+	var slot steerHbSlot
+	if up {
+		slot.State = 1
+	}
+	slot.PeerMac, slot.LastDataNs = mac, lastSeenNS
+	if err := s.objs.Slots.Put(uint32(peer)*maxLinks+uint32(linkID), &slot); err != nil {
+		return fmt.Errorf("write steering link state of peer %d link %d: %w", peer, linkID, err)
 	}
 	return nil
 }

@@ -434,3 +434,33 @@ func TestHeartbeatCountsBadMACPerLink(t *testing.T) {
 		t.Errorf("bad MACs per link %v, want 2 on link 1", got)
 	}
 }
+
+// Without a heartbeat plane (the fallback), the program has its own slots, written by SetSlot.
+func TestSteerOwnSlots(t *testing.T) {
+	requireRoot(t)
+	s, err := LoadSteer(SteerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetConfig(SteerPrimary, []SteerLink{{lo, ownMAC[0]}, {otherIdx, ownMAC[1]}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDests(map[netip.Addr]uint16{steerPeer2: 2}); err != nil {
+		t.Fatal(err)
+	}
+	frame := ipFrame(steerSelf, steerPeer2, protoTCP, 40000, 7000)
+	if v, _, err := s.Run(frame, lo); err != nil || v != TCDrop {
+		t.Fatalf("nothing known yet: verdict %d (%v), want drop", v, err)
+	}
+	if err := s.SetSlot(2, 0, false, [6]byte(peerMAC2[0]), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSlot(2, 1, true, [6]byte(peerMAC2[1]), 9); err != nil {
+		t.Fatal(err)
+	}
+	v, out, err := s.Run(frame, lo)
+	if err != nil || v != TCRedirect || linkOf(out, peerMAC2) != 1 {
+		t.Fatalf("link 1 up: verdict %d link %d (%v), want redirect to link 1", v, linkOf(out, peerMAC2), err)
+	}
+}

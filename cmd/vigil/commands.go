@@ -54,6 +54,12 @@ func (StatusCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 	fmt.Fprintf(tw, "Incarnation:\t%d\n", st.Incarnation)
 	fmt.Fprintf(tw, "Started:\t%s\n", started)
 	fmt.Fprintf(tw, "Heartbeat:\tevery %s, failure detected within %s\n", humanDuration(st.HeartbeatInterval), humanDuration(st.DetectTime))
+	if st.ClusterAddress != "" {
+		fmt.Fprintf(tw, "Interconnect:\tcluster address %s, policy %s\n", st.ClusterAddress, st.Policy)
+	}
+	if st.DiskHeartbeat != "" {
+		fmt.Fprintf(tw, "Disk heartbeat:\t%s\n", st.DiskHeartbeat)
+	}
 	fmt.Fprintf(tw, "Version:\t%s\n", st.Version)
 	if st.ClusterDB == nil {
 		return tw.Flush()
@@ -87,7 +93,7 @@ func (NodesCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 			continue
 		}
 		jeopardy := "-"
-		if nd.State == admin.NodeAlive || nd.State == admin.NodeStalled {
+		if nd.State == admin.NodeAlive || nd.State == admin.NodeStalled || nd.State == admin.NodePartitioned {
 			jeopardy = yesNo(nd.Jeopardy)
 		}
 		lastSeen := "never"

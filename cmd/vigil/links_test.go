@@ -66,3 +66,27 @@ beta  disk:shared  up     1m ago  20ms ago   -        -        -     heartbeat o
 		t.Errorf("clear of an unknown link: exit %d, %q", code, errOut.String())
 	}
 }
+
+func (icFake) Status() admin.Status {
+	st := fake{}.Status()
+	st.ClusterAddress, st.Policy, st.DiskHeartbeat = "198.18.100.1", "spread", "/dev/sdb"
+	return st
+}
+
+func TestStatusInterconnect(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigild.sock")
+	s := &admin.Server{Provider: icFake{}, Log: slog.New(slog.DiscardHandler)}
+	if err := s.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	got := runOK(t, "--socket", path, "status")
+	for _, want := range []string{"Interconnect:    cluster address 198.18.100.1, policy spread\n", "Disk heartbeat:  /dev/sdb\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("vigil status lacks %q:\n%s", want, got)
+		}
+	}
+}

@@ -308,6 +308,9 @@ loop:
 		case ev := <-events:
 			d.logEvent(ev)
 			d.clusterHeartbeat(ev)
+			if d.ic != nil {
+				d.ic.sync()
+			}
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()
@@ -493,12 +496,16 @@ func (d *daemon) Status() admin.Status {
 	if name == "" {
 		name = "node" + strconv.Itoa(d.cfg.Node)
 	}
-	return admin.Status{
+	st := admin.Status{
 		Cluster: d.cfg.Cluster, ClusterID: clusterID, NodeID: uint16(d.cfg.Node), NodeName: name,
 		Mode: mode, XDPMode: d.xdpMode, Incarnation: d.incarnation, StartedAt: d.startedAt,
 		HeartbeatInterval: hb.Interval, DetectTime: hb.Interval * time.Duration(hb.Multiplier),
-		Version: buildinfo.Version(),
+		Version: buildinfo.Version(), DiskHeartbeat: d.cfg.DiskHeartbeat.Path,
 	}
+	if ic := d.cfg.Interconnect; ic.Enabled() {
+		st.ClusterAddress, st.Policy = ic.ClusterAddr(d.cfg.Node).String(), string(ic.Policy)
+	}
+	return st
 }
 
 // Nodes implements admin.Provider.

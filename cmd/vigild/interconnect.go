@@ -30,20 +30,19 @@ type interconnect struct {
 	cfg   *nodeconf.Config
 	log   *slog.Logger
 	plane plane
-	hb    *dataplane.Heartbeat // nil on the fallback path: no steering, no bad-MAC counts
-	steer *dataplane.Steer     // nil on the fallback path
+	hb    *dataplane.Heartbeat // nil on the fallback path: no bad-MAC counts, link state copied
+	steer *dataplane.Steer
 	self  netip.Addr
 	// The network state made here, undone by close.
 	addr   *netlink.Addr
 	routes []netlink.Route
 	neighs []netlink.Neigh
 
-	mu       sync.Mutex
-	rule     *linkrule.Rule
-	lastLost map[[2]int]uint64 // by (peer, link): Lost at the last sample
-	lastUp   map[[2]int]uint64 // by (peer, link): SinceNS of the slot when last seen up
-	lastMAC  [4]uint64
-	macBase  bool
+	mu      sync.Mutex
+	rule    *linkrule.Rule
+	gaps    linkrule.Gaps
+	lastMAC [4]uint64
+	macBase bool
 }
 
 // newInterconnect sets up the cluster address and routes, and, with the eBPF plane, loads and
@@ -59,7 +58,6 @@ func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, lin
 	}
 	ic = &interconnect{
 		cfg: cfg, log: log, plane: p, hb: hb, rule: rule, self: icfg.ClusterAddr(cfg.Node),
-		lastLost: map[[2]int]uint64{}, lastUp: map[[2]int]uint64{},
 	}
 	defer func() {
 		if err != nil {
@@ -71,8 +69,7 @@ func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, lin
 		return ic, err
 	}
 	if hb == nil {
-		log.Warn("interconnect: the fallback path has no eBPF link selection; peers' cluster addresses are routed over the first link that is administratively up, without failover")
-		return ic, nil
+		log.Warn("interconnect on the fallback path: the steering program reads link state that the daemon copies from its user-space detector, so failover waits for the daemon")
 	}
 	if ic.steer, err = dataplane.LoadSteer(dataplane.SteerOptions{Heartbeat: hb, PinDir: pinDir, Logger: log}); err != nil {
 		return ic, err
@@ -104,6 +101,7 @@ func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, lin
 			return ic, err
 		}
 	}
+	ic.sync()
 	for _, l := range links {
 		if err := ic.steer.Attach(l.Ifindex()); err != nil {
 			return ic, err
@@ -157,11 +155,33 @@ func (ic *interconnect) setupRoutes(links []heartbeat.Link) error {
 	return nil
 }
 
+// sync copies the user-space detector's link state into the steering program's own slots (the
+// fallback path; with the eBPF plane the program reads the kernel's slots and this does
+// nothing). The daemon calls it at every heartbeat event and every sample.
+func (ic *interconnect) sync() {
+	if ic.hb != nil || ic.steer == nil {
+		return
+	}
+	for _, p := range ic.cfg.Peers {
+		for l := range ic.cfg.Links {
+			s, err := ic.plane.Slot(uint16(p.ID), uint8(l))
+			if err != nil {
+				continue
+			}
+			if err := ic.steer.SetSlot(uint16(p.ID), uint8(l), s.State == heartbeat.LinkUp, s.PeerMAC, max(s.LastDataNS, s.LastEchoNS)); err != nil {
+				ic.log.Error("interconnect: copy link state", "peer", p.ID, "link", l, "err", err)
+				return
+			}
+		}
+	}
+}
+
 // sample feeds the error-rate rule with the errors counted since the last sample and applies
 // its verdicts. Errors are heartbeat sequence gaps on a link that stayed up (a gap across a
 // down period is a link failure, already handled) and frames with a wrong MAC. Transport
 // retransmissions are not counted: TCP does not know which link lost a segment.
 func (ic *interconnect) sample(now time.Duration) {
+	ic.sync()
 	ic.mu.Lock()
 	defer ic.mu.Unlock()
 	errs := make([]uint64, len(ic.cfg.Links))
@@ -171,18 +191,7 @@ func (ic *interconnect) sample(now time.Duration) {
 			if err != nil {
 				continue
 			}
-			k := [2]int{p.ID, l}
-			last, seen := ic.lastLost[k]
-			stable := s.State == heartbeat.LinkUp && ic.lastUp[k] == s.SinceNS
-			if seen && stable && s.Lost > last {
-				errs[l] += s.Lost - last
-			}
-			ic.lastLost[k] = s.Lost
-			if s.State == heartbeat.LinkUp {
-				ic.lastUp[k] = s.SinceNS
-			} else {
-				ic.lastUp[k] = ^uint64(0)
-			}
+			errs[l] += ic.gaps.Errors(p.ID, l, s.Lost, s.State == heartbeat.LinkUp, s.SinceNS)
 		}
 	}
 	if ic.hb != nil {
@@ -246,8 +255,11 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 	defer ic.mu.Unlock()
 	thr := ic.rule.Config().Threshold
 	// live[peer] is the bit set of links the steering program may use, as it computes it.
-	live, up := map[uint16]uint32{}, map[uint16]uint32{}
+	live, up, recent := map[uint16]uint32{}, map[uint16]uint32{}, map[uint16]admin.LinkStatus{}
 	for _, r := range rows {
+		if last, ok := recent[r.Peer]; !r.LastSeen.IsZero() && (!ok || r.LastSeen.After(last.LastSeen)) {
+			recent[r.Peer] = r
+		}
 		if r.State == admin.LinkUp {
 			up[r.Peer] |= 1 << r.Link
 			if !ic.rule.Link(int(r.Link)).Bad {
@@ -259,12 +271,12 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 		r := &rows[i]
 		st := ic.rule.Link(int(r.Link))
 		r.Errors, r.ErrorThreshold, r.Bad = st.Errors, thr, st.Bad
-		if ic.steer == nil {
-			continue
-		}
 		set := live[r.Peer]
 		if set == 0 {
 			set = up[r.Peer]
+		}
+		if last, ok := recent[r.Peer]; set == 0 && ok {
+			set = 1 << last.Link // blind, on the link heard last
 		}
 		if ic.cfg.Interconnect.Policy == nodeconf.PolicyPrimary {
 			set &= -set // the lowest
@@ -278,9 +290,6 @@ func (ic *interconnect) decorate(rows []admin.LinkStatus) {
 
 // counters adds the steering program's counters.
 func (ic *interconnect) counters(out admin.Counters) {
-	if ic.steer == nil {
-		return
-	}
 	c, err := ic.steer.Counters()
 	if err != nil {
 		return

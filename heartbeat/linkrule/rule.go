@@ -6,7 +6,8 @@
 // The rule is a pure state machine: the driver feeds it error counts and the time (any
 // monotonic clock, as a time.Duration since an arbitrary origin), and applies the verdicts it
 // returns (the daemon writes them into the steering program's map). It does no I/O, keeps no
-// clock and starts no goroutine.
+// clock and starts no goroutine. Gaps, pure as well, turns the heartbeat plane's loss counters
+// into the rule's errors.
 package linkrule
 
 import (

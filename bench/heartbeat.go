@@ -62,6 +62,7 @@ type faultSeries struct {
 	// stall the probe measured, or just after one.
 	anomaliesAtStall int
 	notes            []string // what the anomalies were, a few
+	lost             int      // runs repeated because the event never came
 	detours          int      // runs whose "peer down" came from another state than alive
 	inject           sample   // how long applying the fault took (the nft run for loss)
 	// injectName names inject in the metrics: "netlink", "nft", or "reap" (SIGKILL to reaped).
@@ -116,7 +117,7 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 	// 1. Detection latency.
 	if part("detect") {
 		var panels []cdfPanel
-		rows := [][]string{{"profile", "fault", "event", "n", "p50 ms", "p99 ms", "max ms", "silence p99 ms", "target p99", "anomalies (at vCPU stall)"}}
+		rows := [][]string{{"profile", "fault", "event", "n", "p50 ms", "p99 ms", "max ms", "silence p99 ms", "target p99", "anomalies (at vCPU stall), lost runs"}}
 		var stallNotes []string
 		for _, p := range hbProfiles {
 			series, stalls, err := detectProfile(p, runs)
@@ -144,13 +145,14 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 				}
 				r := f.lat.row(p.name)
 				rows = append(rows, []string{r[0], f.label, f.event, r[1], r[2], r[3], r[4],
-					fmt.Sprintf("%.3f", ms(f.silence.quantile(0.99))), target, fmt.Sprintf("%d (%d)", f.anomalies, f.anomaliesAtStall)})
+					fmt.Sprintf("%.3f", ms(f.silence.quantile(0.99))), target, fmt.Sprintf("%d (%d), %d lost", f.anomalies, f.anomaliesAtStall, f.lost)})
 				prefix := fmt.Sprintf("detect_%s_%s", f.key, p.name)
 				f.lat.record(m, prefix)
 				f.silence.record(m, prefix+"_silence")
 				m[prefix+"_runs"] = float64(len(f.lat))
 				m[prefix+"_anomalies"] = float64(f.anomalies)
 				m[prefix+"_anomalies_at_cpu_stall"] = float64(f.anomaliesAtStall)
+				m[prefix+"_lost_runs"] = float64(f.lost)
 				m[prefix+"_early_runs"] = float64(f.early())
 				if f.key == "nodecut" {
 					m[prefix+"_detours"] = float64(f.detours)
@@ -295,7 +297,7 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 		name     string
 		fallback []int
 		threaded bool
-	}{{"ebpf", nil, true}, {"ebpf_inline", nil, false}, {"fallback", []int{1, 2, 3}, false}} {
+	}{{"ebpf", nil, false}, {"ebpf_threaded_napi", nil, true}, {"fallback", []int{1, 2, 3}, false}} {
 		fmt.Fprintf(os.Stderr, "heartbeat: CPU cost on the %s path over %v\n", path.name, cpuWindow)
 		r, err := cpuCost(cpuWindow, path.fallback, path.threaded)
 		if err != nil {
@@ -336,7 +338,7 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 		cpuRows = append(cpuRows, row)
 	}
 	fmt.Fprintln(out, "CPU cost of vigild at 1 kHz, 2 peers x 2 links, % of one core: the sum over all the daemon's threads of")
-	fmt.Fprintln(out, "the first field of /proc/PID/task/TID/schedstat (ns on CPU, exact); the sender is its SCHED_FIFO thread;")
+	fmt.Fprintln(out, "the first field of /proc/PID/task/TID/schedstat (ns on CPU, exact); the sender is its SCHED_FIFO 40 thread;")
 	fmt.Fprintln(out, "ticks = utime+stime from /proc/PID/stat (sampled at the 250 Hz tick); napi threads = the hub ports'")
 	fmt.Fprintln(out, "NAPI kernel threads (the simulated switch, when threaded); softirq is system-wide, from /proc/stat;")
 	fmt.Fprintln(out, "sleep floor = a SCHED_FIFO thread of the bench that only sleeps to 1 ms deadlines, same window")
@@ -388,17 +390,30 @@ func detectProfile(p hbProfile, runs int) (_ []*faultSeries, stalls []cpuStall, 
 	)
 	steps := []struct {
 		name string
+		f    *faultSeries
 		run  func() error
 	}{
-		{"link down", func() error { return d.linkDown(linkDown) }},
-		{"daemon kill", func() error { return d.daemonKill(stalled, down) }},
-		{"node cut", func() error { return d.nodeCut(nodeCut) }},
-		{"loss 100%", func() error { return d.loss(loss) }},
+		{"link down", linkDown, func() error { return d.linkDown(linkDown) }},
+		{"daemon kill", stalled, func() error { return d.daemonKill(stalled, down) }},
+		{"node cut", nodeCut, func() error { return d.nodeCut(nodeCut) }},
+		{"loss 100%", loss, func() error { return d.loss(loss) }},
 	}
 	for _, s := range steps {
 		fmt.Fprintf(os.Stderr, "heartbeat: %s: %d runs of %s\n", p.name, runs, s.name)
-		for i := range runs {
-			if err := s.run(); err != nil {
+		for i := 0; len(s.f.lat) < runs; i++ {
+			err := s.run()
+			if err == nil {
+				continue
+			}
+			// A run whose event never came (on this VM: a vCPU stall took the link down
+			// just before the fault, so the fault changed nothing) is counted and repeated,
+			// up to a fifth of the runs; the fault functions have undone the fault.
+			s.f.lost++
+			s.f.notes = append(s.f.notes, fmt.Sprintf("run %d lost: %v", i+1, err))
+			if s.f.lost > runs/5 {
+				return nil, nil, fmt.Errorf("%s, run %d: %d runs lost, the last: %w", s.name, i+1, s.f.lost, err)
+			}
+			if err := d.waitSteady(); err != nil {
 				return nil, nil, fmt.Errorf("%s, run %d: %w", s.name, i+1, err)
 			}
 		}
@@ -1105,7 +1120,7 @@ func threadedNAPI(c *netns.Cluster) error {
 // threadTime is one thread's time on CPU.
 type threadTime struct {
 	ns       uint64 // first field of schedstat: time on CPU, exact (not sampled)
-	realtime bool   // SCHED_FIFO
+	realtime bool   // the heartbeat sender: SCHED_FIFO at heartbeat.RealtimePriority
 }
 
 // threadTimes reads the schedstat of every thread of a process.
@@ -1129,7 +1144,9 @@ func threadTimes(pid int) (map[int]threadTime, error) {
 		if err != nil {
 			continue
 		}
-		out[tid] = threadTime{ns: ns, realtime: f[38] == "1"}
+		// The sender is the thread at the sender's SCHED_FIFO priority (rt_priority, field
+		// 40); the rest of vigild runs at a lower one.
+		out[tid] = threadTime{ns: ns, realtime: f[38] == "1" && f[37] == strconv.Itoa(heartbeat.RealtimePriority)}
 	}
 	return out, nil
 }

@@ -284,7 +284,10 @@ func (n *Node) Start() error {
 		return err
 	}
 	n.proc = p
-	deadline := time.Now().Add(15 * time.Second)
+	// Loading and verifying the eBPF programs takes well under a second on a quiet machine and
+	// tens of seconds on a machine loaded by parallel test packages: a generous bound.
+	const startTimeout = 60 * time.Second
+	deadline := time.Now().Add(startTimeout)
 	for {
 		if cl, err := admin.Dial(n.Socket); err == nil {
 			_, err = cl.Status()
@@ -301,7 +304,8 @@ func (n *Node) Start() error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("vigild on node %d: admin socket not answering after 15s", n.ID)
+			b, _ := os.ReadFile(n.Log)
+			return fmt.Errorf("vigild on node %d: admin socket not answering after %v\n%s", n.ID, startTimeout, tail(string(b), 20))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

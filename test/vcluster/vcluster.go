@@ -50,8 +50,8 @@ type Options struct {
 	DiskHeartbeat nodeconf.DiskHeartbeat
 }
 
-// RaftPort is the cluster transport's port of every daemon; each listens on its address on
-// the first private link.
+// RaftPort is the cluster transport's port of every daemon; each listens on its cluster
+// address when Options.Interconnect is on, else on its address on the first private link.
 const RaftPort = 7405
 
 // ClusterNetwork is a network for cluster addresses inside 198.18.0.0/15 that the netns
@@ -263,11 +263,14 @@ func (n *Node) Start() error {
 		return err
 	}
 	defer logf.Close()
-	args := []string{"--config", n.Config, "--bpf-dir", n.c.Net.BPFDir, "--log-format", "json", "--log-level", "debug",
-		"--raft-listen", netip.AddrPortFrom(netns.Addr(n.ID, netns.Private0), RaftPort).String()}
-	for _, p := range n.c.Nodes {
-		if p.ID != n.ID {
-			args = append(args, "--raft-peer", fmt.Sprintf("%d=%s", p.ID, netip.AddrPortFrom(netns.Addr(p.ID, netns.Private0), RaftPort)))
+	args := []string{"--config", n.Config, "--bpf-dir", n.c.Net.BPFDir, "--log-format", "json", "--log-level", "debug"}
+	if !n.c.Opts.Interconnect.Enabled() {
+		// Without cluster addresses the cluster transport runs on the first private link.
+		args = append(args, "--raft-listen", netip.AddrPortFrom(netns.Addr(n.ID, netns.Private0), RaftPort).String())
+		for _, p := range n.c.Nodes {
+			if p.ID != n.ID {
+				args = append(args, "--raft-peer", fmt.Sprintf("%d=%s", p.ID, netip.AddrPortFrom(netns.Addr(p.ID, netns.Private0), RaftPort)))
+			}
 		}
 	}
 	if slices.Contains(n.c.Opts.Witnesses, n.ID) {

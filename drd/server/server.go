@@ -12,6 +12,13 @@
 // client speaks to an earlier incarnation of the server), its operation, alignment, length and
 // range. A bad request gets a status naming what is wrong and changes nothing; a malformed
 // message or a broken shared ring ends that client's session only.
+//
+// The epoch check keeps a client that spoke to an earlier incarnation from having its requests
+// run by a later one without re-learning the epoch; it does not stop an earlier incarnation that
+// is still running (a device relocated away from a live node). That fence belongs to whoever
+// places the device: the old server must be closed (its placement lease lapsed) before the new
+// one serves. Until the cluster database places devices, cmd/vigil-drd leaves that to its
+// operator.
 package server
 
 import (

@@ -31,6 +31,7 @@ type heartbeatHbConfig struct {
 	UdpPort        uint16
 	LinksDown      uint32
 	Pad            uint32
+	CatchupNs      uint64
 }
 
 type heartbeatHbCounter uint32
@@ -47,7 +48,9 @@ const (
 	heartbeatHbCounterHB_C_WRONG_LINK     heartbeatHbCounter = 8
 	heartbeatHbCounterHB_C_REPLAY         heartbeatHbCounter = 9
 	heartbeatHbCounterHB_C_NOT_CONFIGURED heartbeatHbCounter = 10
-	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 11
+	heartbeatHbCounterHB_C_CATCHUP        heartbeatHbCounter = 11
+	heartbeatHbCounterHB_C_HELD           heartbeatHbCounter = 12
+	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 13
 )
 
 type heartbeatHbEvent struct {
@@ -110,13 +113,16 @@ const (
 )
 
 type heartbeatHbPeer struct {
-	_          structs.HostLayout
-	SinceNs    uint64
-	StalledNs  uint64
-	State      uint32
-	LinksUp    uint32
-	Jeopardy   uint32
-	Configured uint32
+	_           structs.HostLayout
+	SinceNs     uint64
+	StalledNs   uint64
+	State       uint32
+	LinksUp     uint32
+	Jeopardy    uint32
+	Configured  uint32
+	SweptNs     uint64
+	HoldFromNs  uint64
+	HoldUntilNs uint64
 }
 
 type heartbeatHbPeerState uint32
@@ -165,6 +171,7 @@ const (
 	heartbeatMapCounters          = "counters"
 	heartbeatMapEvents            = "events"
 	heartbeatMapIfaces            = "ifaces"
+	heartbeatMapLinkBadMac        = "link_bad_mac"
 	heartbeatMapPeers             = "peers"
 	heartbeatMapSlots             = "slots"
 	heartbeatMapTimers            = "timers"
@@ -231,13 +238,14 @@ type heartbeatProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type heartbeatMapSpecs struct {
-	Config   *ebpf.MapSpec `ebpf:"config"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
-	Peers    *ebpf.MapSpec `ebpf:"peers"`
-	Slots    *ebpf.MapSpec `ebpf:"slots"`
-	Timers   *ebpf.MapSpec `ebpf:"timers"`
+	Config     *ebpf.MapSpec `ebpf:"config"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
+	LinkBadMac *ebpf.MapSpec `ebpf:"link_bad_mac"`
+	Peers      *ebpf.MapSpec `ebpf:"peers"`
+	Slots      *ebpf.MapSpec `ebpf:"slots"`
+	Timers     *ebpf.MapSpec `ebpf:"timers"`
 }
 
 // heartbeatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -273,13 +281,14 @@ func (o *heartbeatObjects) Close() error {
 //
 // It can be passed to loadHeartbeatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type heartbeatMaps struct {
-	Config   *ebpf.Map `ebpf:"config"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Ifaces   *ebpf.Map `ebpf:"ifaces"`
-	Peers    *ebpf.Map `ebpf:"peers"`
-	Slots    *ebpf.Map `ebpf:"slots"`
-	Timers   *ebpf.Map `ebpf:"timers"`
+	Config     *ebpf.Map `ebpf:"config"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Ifaces     *ebpf.Map `ebpf:"ifaces"`
+	LinkBadMac *ebpf.Map `ebpf:"link_bad_mac"`
+	Peers      *ebpf.Map `ebpf:"peers"`
+	Slots      *ebpf.Map `ebpf:"slots"`
+	Timers     *ebpf.Map `ebpf:"timers"`
 }
 
 func (m *heartbeatMaps) Close() error {
@@ -288,6 +297,7 @@ func (m *heartbeatMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Ifaces,
+		m.LinkBadMac,
 		m.Peers,
 		m.Slots,
 		m.Timers,

@@ -100,11 +100,36 @@ func (NodesCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 	return tw.Flush()
 }
 
-// LinksCmd lists the private links to every peer.
-type LinksCmd struct{}
+// LinksCmd lists the private links to every peer (the default), or clears one.
+type LinksCmd struct {
+	List  LinksListCmd  `cmd:"" default:"1" hidden:"" help:"List the links (the default)."`
+	Clear LinksClearCmd `cmd:"" help:"Return a link that the error-rate rule took out of service to service."`
+}
 
-// Run prints the links, ordered by peer and link.
-func (LinksCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
+// LinksClearCmd is vigil links clear LINK.
+type LinksClearCmd struct {
+	Link string `arg:"" help:"The link's interface name, as in vigil links."`
+}
+
+// Run clears the link.
+func (c LinksClearCmd) Run(g *Globals, out io.Writer) error {
+	r, err := query(g, func(cl *admin.Client) (admin.ClearResult, error) { return cl.ClearLink(c.Link) })
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, r)
+	}
+	_, err = fmt.Fprintf(out, "%s: %s\n", r.Link, r.Message)
+	return err
+}
+
+// LinksListCmd lists the links.
+type LinksListCmd struct{}
+
+// Run prints the links, ordered by peer and link (the disk heartbeat last). The interconnect's
+// columns (traffic, errors) appear when the daemon runs one.
+func (LinksListCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 	links, err := query(g, (*admin.Client).Links)
 	if err != nil {
 		return err
@@ -113,11 +138,16 @@ func (LinksCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 		return printJSON(out, links)
 	}
 	slices.SortFunc(links, func(a, b admin.LinkStatus) int {
-		return cmp.Or(cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Link, b.Link))
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Link, b.Link))
 	})
 	n := now()
+	ic := slices.ContainsFunc(links, func(l admin.LinkStatus) bool { return l.ErrorThreshold > 0 || l.Kind != "" })
 	tw := table(out)
-	fmt.Fprintln(tw, "PEER\tLINK\tSTATE\tSINCE\tLAST SEEN\tRTT P50\tRTT P99\tLOSS")
+	if ic {
+		fmt.Fprintln(tw, "PEER\tLINK\tSTATE\tSINCE\tLAST SEEN\tRTT P50\tRTT P99\tLOSS\tTRAFFIC\tTX PKTS\tERRORS")
+	} else {
+		fmt.Fprintln(tw, "PEER\tLINK\tSTATE\tSINCE\tLAST SEEN\tRTT P50\tRTT P99\tLOSS")
+	}
 	for _, l := range links {
 		peer := l.PeerName
 		if peer == "" {
@@ -131,8 +161,26 @@ func (LinksCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 		if !l.LastSeen.IsZero() {
 			lastSeen = ago(n, l.LastSeen)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", peer, link, l.State, agoOrDash(n, l.Since), lastSeen,
-			rtt(l.RTTP50), rtt(l.RTTP99), lossPercent(l.LossPercent))
+		if !ic {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", peer, link, l.State, agoOrDash(n, l.Since), lastSeen,
+				rtt(l.RTTP50), rtt(l.RTTP99), lossPercent(l.LossPercent))
+			continue
+		}
+		if l.Kind == admin.LinkDisk {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\theartbeat only\tseq %d\t-\n", peer, link, l.State,
+				agoOrDash(n, l.Since), lastSeen, l.Seq)
+			continue
+		}
+		traffic := "-"
+		if l.Carrying {
+			traffic = "carrying"
+		}
+		errs := fmt.Sprintf("%d/%d", l.Errors, l.ErrorThreshold)
+		if l.Bad {
+			errs += " BAD"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", peer, link, l.State, agoOrDash(n, l.Since), lastSeen,
+			rtt(l.RTTP50), rtt(l.RTTP99), lossPercent(l.LossPercent), traffic, l.TxPackets, errs)
 	}
 	return tw.Flush()
 }

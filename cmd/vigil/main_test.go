@@ -55,7 +55,8 @@ func TestParse(t *testing.T) {
 	}{
 		{args: []string{"status"}, command: "status", socket: admin.DefaultSocketPath},
 		{args: []string{"nodes", "--json"}, command: "nodes", socket: admin.DefaultSocketPath, json: true},
-		{args: []string{"--json", "links"}, command: "links", socket: admin.DefaultSocketPath, json: true},
+		{args: []string{"--json", "links"}, command: "links list", socket: admin.DefaultSocketPath, json: true},
+		{args: []string{"links", "clear", "priv0"}, command: "links clear <link>", socket: admin.DefaultSocketPath},
 		{args: []string{"counters", "--socket", "/tmp/v.sock"}, command: "counters", socket: "/tmp/v.sock"},
 		{args: []string{"--socket=/tmp/v.sock", "version"}, command: "version", socket: "/tmp/v.sock"},
 		{args: []string{"version", "--json"}, command: "version", socket: admin.DefaultSocketPath, json: true},

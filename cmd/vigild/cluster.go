@@ -28,14 +28,22 @@ type clusterFlags struct {
 }
 
 // raftAddrs works out where this node listens for the cluster transport and where it reaches
-// each peer: from --raft-listen and --raft-peer, else from the UDP heartbeat links (the first
-// one's addresses, port DefaultRaftPort). An invalid listen address means the cluster database
-// is off (no way to reach the peers was given).
+// each peer: from --raft-listen and --raft-peer, else from the cluster addresses of the
+// interconnect (so that the eBPF link selection carries the streams over every private
+// link), else from the UDP heartbeat links (the first one's addresses); the port is
+// DefaultRaftPort. An invalid listen address means the cluster database is off (no way to
+// reach the peers was given).
 func raftAddrs(cfg *nodeconf.Config, f clusterFlags) (netip.AddrPort, map[transport.NodeID]netip.AddrPort, error) {
 	peers := map[transport.NodeID]netip.AddrPort{}
 	var listen netip.AddrPort
+	if ic := cfg.Interconnect; ic.Enabled() {
+		listen = netip.AddrPortFrom(ic.ClusterAddr(cfg.Node), DefaultRaftPort)
+		for _, p := range cfg.Peers {
+			peers[transport.NodeID(p.ID)] = netip.AddrPortFrom(ic.ClusterAddr(p.ID), DefaultRaftPort)
+		}
+	}
 	for l, link := range cfg.Links {
-		if !link.IsUDP() {
+		if !link.IsUDP() || listen.IsValid() {
 			continue
 		}
 		listen = netip.AddrPortFrom(link.UDP.Addr(), DefaultRaftPort)
@@ -154,9 +162,15 @@ func (d *daemon) provider() admin.Provider {
 	}{d, d.cluster}
 }
 
-// clusterHeartbeat passes the heartbeat plane's peer verdicts to raft and the transport: a
-// peer down on every channel breaks its streams at once and, if it led, starts an election.
+// clusterHeartbeat passes the heartbeat plane's verdicts to the transport and raft: a link
+// down nudges the streams to that peer (the eBPF link selection already moved their packets to
+// a live link; the nudge makes TCP re-send at once what the failed link lost); a peer down on
+// every channel breaks its streams at once and, if it led, starts an election.
 func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
+	if d.transport != nil && ev.Kind == heartbeat.EventLink && heartbeat.LinkState(ev.State) == heartbeat.LinkDown {
+		d.transport.Nudge(transport.NodeID(ev.Peer))
+		return
+	}
 	if d.cluster == nil || ev.Kind != heartbeat.EventPeer {
 		return
 	}

@@ -21,6 +21,7 @@ import (
 	"vigil/control/transport"
 	"vigil/dataplane"
 	"vigil/heartbeat"
+	"vigil/heartbeat/disk"
 	"vigil/internal/buildinfo"
 	"vigil/internal/nodeconf"
 )
@@ -57,6 +58,8 @@ type daemon struct {
 	progress    atomic.Uint64
 	cluster     *cluster.Node  // the cluster database; nil when off (see cluster.go)
 	transport   *transport.TCP // the cluster transport; nil when off
+	ic          *interconnect  // nil without an interconnect key
+	disk        *diskBeat      // nil without a disk_heartbeat key
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
@@ -123,11 +126,13 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if clusterID == 0 {
 		clusterID = nodeconf.DefaultClusterID(cfg.Cluster)
 	}
+	var pinDir string
 	if hb.Mode == nodeconf.ModeFallback {
 		hc := heartbeat.Config{
 			ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)), StartNS: start,
+			CatchupNS: uint64(hb.Interval), // pause compensation: one interval to catch up
 		}
 		ifaces := map[int]heartbeat.Iface{}
 		for _, hl := range d.links {
@@ -146,7 +151,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 		d.fallback = heartbeat.NewFallback(det, d.links, hb.Sweep, d.log)
 		d.plane = d.fallback
 	} else {
-		pinDir := filepath.Join(opts.BPFDir, fmt.Sprintf("%s-node%d", cfg.Cluster, cfg.Node))
+		pinDir = filepath.Join(opts.BPFDir, fmt.Sprintf("%s-node%d", cfg.Cluster, cfg.Node))
 		if d.bpf, err = dataplane.LoadHeartbeat(dataplane.HeartbeatOptions{PinDir: pinDir, Logger: d.log}); err != nil {
 			return d, fmt.Errorf("%w (run with --fallback to receive heartbeats in user space)", err)
 		}
@@ -155,7 +160,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			Key: key, ClusterID: clusterID, NodeID: uint16(cfg.Node), Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			SweepNS: uint64(hb.Sweep), StartNS: start, Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)),
-			UDPPort: udpPort,
+			UDPPort: udpPort, CatchupNS: uint64(hb.Interval), // pause compensation: one interval to catch up
 		})
 		if err != nil {
 			return d, err
@@ -178,6 +183,16 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			d.xdpMode[ifi.Name] = mode
 		}
 		if err := d.bpf.Start(); err != nil {
+			return d, err
+		}
+	}
+	if cfg.Interconnect.Enabled() {
+		if d.ic, err = newInterconnect(cfg, d.bpf, d.plane, d.links, pinDir, d.log); err != nil {
+			return d, err
+		}
+	}
+	if cfg.DiskHeartbeat.Path != "" {
+		if d.disk, err = newDiskBeat(cfg, clusterID, d.incarnation, d.peerNames, d.log); err != nil {
 			return d, err
 		}
 	}
@@ -242,6 +257,9 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if err := realtimeProcess(runtimePriority); err != nil {
+		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
+	}
 	rt := make(chan error, 1)
 	wg.Go(func() { d.sender.Run(ctx, rt) })
 	if err := <-rt; err != nil {
@@ -272,6 +290,9 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		})
 	}
+	if d.disk != nil {
+		wg.Go(func() { d.disk.d.Run(ctx) })
+	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- d.admin.Serve(ctx) })
 
@@ -290,7 +311,19 @@ loop:
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()
+			if d.ic != nil {
+				d.ic.sample(time.Duration(heartbeat.MonotonicNow()))
+			}
+			if l := d.sender.TakeLate(); l.WorstNS != 0 {
+				d.log.Warn("heartbeat sender ran late", "woke_ns", l.AtNS, "late", time.Duration(l.WorstNS),
+					"late_ns", l.WorstNS, "late_total", l.Count)
+			}
 		case e := <-serveErr:
+			if e == nil {
+				// Serve returns nil only once ctx has ended and closed it: a shutdown.
+				err = ctx.Err()
+				break loop
+			}
 			err = fmt.Errorf("admin server: %w", e)
 			break loop
 		}
@@ -328,6 +361,9 @@ func (d *daemon) logEvent(ev heartbeat.Event) {
 			level = slog.LevelWarn
 		}
 		d.log.Log(context.Background(), level, "peer "+state.String(), attrs...)
+		if state == heartbeat.PeerDown && d.disk != nil && d.disk.peer(ev.Peer).State == disk.Alive {
+			d.log.Warn("peer network-partitioned: every network link lost, its disk heartbeat goes on", attrs...)
+		}
 	case heartbeat.EventJeopardy:
 		msg := "peer out of jeopardy"
 		level := slog.LevelInfo
@@ -359,6 +395,12 @@ func (d *daemon) release(detach bool) error {
 		errs = append(errs, d.admin.Close())
 	}
 	errs = append(errs, d.stopCluster())
+	if d.ic != nil {
+		errs = append(errs, d.ic.close(detach))
+	}
+	if d.disk != nil {
+		errs = append(errs, d.disk.d.Close())
+	}
 	if d.bpf != nil {
 		if detach {
 			errs = append(errs, d.bpf.Detach())
@@ -475,8 +517,14 @@ func (d *daemon) Nodes() []admin.NodeStatus {
 				seen = max(seen, s.LastDataNS, s.LastEchoNS)
 			}
 		}
+		state, jeopardy := ps.State.String(), ps.Jeopardy
+		if d.disk != nil {
+			var j bool
+			state, j = nodeState(ps.State, d.disk.peer(id).State == disk.Alive)
+			jeopardy = jeopardy || j
+		}
 		out = append(out, admin.NodeStatus{
-			ID: id, Name: d.peerNames[id], State: ps.State.String(), Jeopardy: ps.Jeopardy,
+			ID: id, Name: d.peerNames[id], State: state, Jeopardy: jeopardy,
 			LinksUp: int(ps.LinksUp), Links: len(d.cfg.Links), Since: wall(ps.SinceNS), LastSeen: wall(seen),
 		})
 	}
@@ -508,6 +556,12 @@ func (d *daemon) Links() []admin.LinkStatus {
 			})
 		}
 	}
+	if d.ic != nil {
+		d.ic.decorate(out)
+	}
+	if d.disk != nil {
+		out = append(out, d.disk.rows(d.cfg, d.peerNames)...)
+	}
 	return out
 }
 
@@ -521,10 +575,14 @@ func (d *daemon) Counters() admin.Counters {
 	for i, v := range c {
 		out[heartbeat.Counter(i).String()] = v
 	}
+	if d.ic != nil {
+		d.ic.counters(out)
+	}
 	for id := range d.links {
 		st := d.sender.Stats(id)
 		out[fmt.Sprintf("sent_link%d", id)] = st.Sent
 		out[fmt.Sprintf("send_errors_link%d", id)] = st.Errors
 	}
+	out["sender_late_wakeups"] = d.sender.LateCount()
 	return out
 }

@@ -75,6 +75,13 @@ func (c *Client) Counters() (Counters, error) {
 	return ctr, err
 }
 
+// ClearLink returns a link taken out of service by the error-rate rule to service.
+func (c *Client) ClearLink(name string) (ClearResult, error) {
+	var r ClearResult
+	err := c.callParams("links.clear", map[string]string{"link": name}, &r)
+	return r, err
+}
+
 // Close closes the connection.
 func (c *Client) Close() error {
 	return c.conn.Close()

@@ -35,6 +35,47 @@ var methods = map[string]func(Provider) any{
 	},
 }
 
+// paramMethods are the methods that take params; they answer an error for bad params or a
+// failed action.
+var paramMethods = map[string]func(Provider, json.RawMessage) (any, error){
+	"links.clear": func(p Provider, raw json.RawMessage) (any, error) {
+		var params struct {
+			Link string `json:"link"`
+		}
+		if err := strictParams(raw, &params, "link"); err != nil {
+			return nil, err
+		}
+		if params.Link == "" {
+			return nil, fmt.Errorf(`params: "link" (a link name) is required`)
+		}
+		lc, ok := p.(LinkClearer)
+		if !ok {
+			return nil, fmt.Errorf("this daemon has no interconnect error-rate rule")
+		}
+		return lc.ClearLink(params.Link)
+	},
+}
+
+// strictParams decodes a params object into out, allowing only the given keys.
+func strictParams(raw json.RawMessage, out any, allowed ...string) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf(`"params" must be a JSON object`)
+	}
+	for k := range m {
+		if !slices.Contains(allowed, k) {
+			return fmt.Errorf("params: unknown field %s (allowed: %s)", quote(k), strings.Join(allowed, ", "))
+		}
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("params: %v", err)
+	}
+	return nil
+}
+
 // request is the decoded form of a request line.
 type request struct {
 	Method string          `json:"method"`
@@ -67,11 +108,16 @@ func handleLineAs(p Provider, line []byte, who string) []byte {
 		if value, err = ccall(cp, req.Params, who); err != nil {
 			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
 		}
+	} else if pcall, ok := paramMethods[req.Method]; ok {
+		if value, err = pcall(p, req.Params); err != nil {
+			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
+		}
 	} else {
 		call, ok := methods[req.Method]
 		if !ok {
 			known := slices.Sorted(maps.Keys(methods))
-			known = append(known, slices.Sorted(maps.Keys(clusterMethods))...)
+			known = append(known, slices.Collect(maps.Keys(clusterMethods))...)
+			known = append(known, slices.Collect(maps.Keys(paramMethods))...)
 			slices.Sort(known)
 			return errorLine(fmt.Sprintf("unknown method %s; known methods: %s",
 				quote(req.Method), strings.Join(known, ", ")))

@@ -96,6 +96,43 @@ type LinkStatus struct {
 	Echoes      uint64        `json:"echoes"`
 	Lost        uint64        `json:"lost"`
 	LossPercent float64       `json:"loss_percent"`
+
+	// The interconnect (zero when it is off). Kind is "" for a network link and LinkDisk for
+	// the disk heartbeat's row (then State is LinkUp while the peer's slot advances).
+	Kind string `json:"kind,omitempty"`
+	// Carrying is set when the link carries traffic to the peer's cluster address now: the
+	// primary under the primary policy, every live link under spread.
+	Carrying  bool   `json:"carrying,omitempty"`
+	TxPackets uint64 `json:"tx_packets,omitempty"` // packets the steering program sent on it
+	TxBytes   uint64 `json:"tx_bytes,omitempty"`
+	// Errors counts the link's errors within the error-rate rule's window (the same for every
+	// peer: the rule is per link); more than ErrorThreshold make it Bad (out of service).
+	Errors         uint64 `json:"errors,omitempty"`
+	ErrorThreshold int    `json:"error_threshold,omitempty"`
+	Bad            bool   `json:"bad,omitempty"`
+	// Seq is the disk heartbeat sequence last read from the peer's slot (Kind LinkDisk).
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// LinkDisk is LinkStatus.Kind of the disk heartbeat's rows.
+const LinkDisk = "disk"
+
+// NodePartitioned is NodeStatus.State of a peer that every network link has lost while its
+// disk heartbeat still advances: cut off, not dead (and in jeopardy).
+const NodePartitioned = "partitioned"
+
+// LinkClearer is implemented by a Provider that can return a link taken out of service by the
+// error-rate rule (vigil links clear).
+type LinkClearer interface {
+	// ClearLink returns the named link to service; it fails naming the link if there is none.
+	ClearLink(name string) (ClearResult, error)
+}
+
+// ClearResult says what clearing a link did.
+type ClearResult struct {
+	Link    string `json:"link"`
+	WasBad  bool   `json:"was_bad"`
+	Message string `json:"message"`
 }
 
 // Counters holds rejection counters by name: bad_mac, wrong_cluster, ...

@@ -46,7 +46,73 @@ type Config struct {
 	Heartbeat   Heartbeat
 	Links       []Link // the private links; the index is the link id
 	Peers       []Peer // the other nodes, in file order
+	// Interconnect configures cluster addresses and link selection; the zero value (no
+	// interconnect key) leaves them off.
+	Interconnect Interconnect
+	// DiskHeartbeat configures the disk heartbeat; the zero value (no key) leaves it off.
+	DiskHeartbeat DiskHeartbeat
 }
+
+// Interconnect holds the cluster addresses and the link selection of the private links.
+type Interconnect struct {
+	// Network holds the cluster addresses: node N's is the network's address plus N. IPv4,
+	// host bits zero, room for node id 63 (a /26 or wider). Invalid (zero): interconnect off.
+	Network netip.Prefix
+	Policy  Policy
+	// The error-rate rule: more than ErrorThreshold errors within ErrorWindow take a link out of
+	// service; it returns after ErrorClean without errors.
+	ErrorThreshold int
+	ErrorWindow    time.Duration
+	ErrorClean     time.Duration
+}
+
+// Enabled reports whether the interconnect is configured.
+func (ic Interconnect) Enabled() bool { return ic.Network.IsValid() }
+
+// ClusterAddr returns node id's cluster address; the zero Addr when the interconnect is off.
+func (ic Interconnect) ClusterAddr(id int) netip.Addr {
+	if !ic.Enabled() {
+		return netip.Addr{}
+	}
+	a := ic.Network.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += uint32(id)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Policy is how traffic to a peer is spread over the live links.
+type Policy string
+
+// The policies.
+const (
+	// PolicySpread hashes each flow onto one of the live links (VCS LLT). The default.
+	PolicySpread Policy = "spread"
+	// PolicyPrimary sends everything on the live link with the lowest id (TruCluster MEMORY
+	// CHANNEL's primary and secondary).
+	PolicyPrimary Policy = "primary"
+)
+
+// DiskHeartbeat is the disk heartbeat on a shared device or file.
+type DiskHeartbeat struct {
+	Path     string        // shared block device or file; empty: off
+	Interval time.Duration // between two writes
+	Timeout  time.Duration // a peer's slot standing still this long: stopped
+}
+
+// Defaults and limits of the interconnect and the disk heartbeat.
+const (
+	DefaultErrorThreshold = 10
+	DefaultErrorWindow    = time.Minute
+	DefaultErrorClean     = 5 * time.Minute
+	MaxErrorThreshold     = 1_000_000
+	MaxErrorTime          = 24 * time.Hour
+
+	DefaultDiskInterval = 100 * time.Millisecond
+	DefaultDiskTimeout  = time.Second
+	MinDiskInterval     = time.Millisecond
+	MaxDiskInterval     = 10 * time.Second
+	MaxDiskTimeout      = 10 * time.Minute
+)
 
 // Heartbeat holds the timing of the heartbeat plane. Zero fields mean their defaults.
 type Heartbeat struct {

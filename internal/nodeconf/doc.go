@@ -38,6 +38,20 @@
 //	    udp: {wan0: 198.18.1.2:5405}   # the peer's endpoint on every UDP link, by link name
 //	  - id: 3                          # named node3
 //	    udp: {wan0: 198.18.1.3:5405}
+//	interconnect:                      # optional: cluster addresses and eBPF link selection
+//	  network: 198.18.100.0/24         # node N's cluster address is this network's + N (IPv4, /26 or wider)
+//	  policy: spread                   # spread: each flow hashed onto a live link (LLT);
+//	                                   # primary: the live link with the lowest id (MEMORY CHANNEL)
+//	  error_threshold: 10              # more than this many errors on a link within error_window
+//	  error_window: 1m                 #   take it out of service while its heartbeats still pass;
+//	  error_clean: 5m                  #   it returns after error_clean without errors
+//	disk_heartbeat:                    # optional: liveness through a shared disk
+//	  path: /dev/disk/by-id/wwn-0x5000c500a1b2c3d4  # shared block device or file, O_DIRECT
+//	  interval: 100ms                  # one write of this node's slot (and a read of each peer's); 1ms..10s
+//	  timeout: 1s                      # a peer's slot standing still this long: its disk heartbeat stopped
+//
+// The interconnect and disk_heartbeat keys are optional as a whole; when present, network
+// and path are required. Every node of a cluster must give the same network and policy.
 //
 // Durations are Go durations (time.ParseDuration): 250us, 1.5ms, 10s. A plain 0 is accepted
 // for zero. The cluster, node, key_file, data_dir and links keys are required.

@@ -11,16 +11,30 @@ import (
 // The file's layout for the encoder; zero optional fields are left out.
 type (
 	fileConfig struct {
-		Cluster     string         `yaml:"cluster"`
-		ClusterID   uint32         `yaml:"cluster_id,omitempty"`
-		Node        int            `yaml:"node"`
-		Name        string         `yaml:"name,omitempty"`
-		KeyFile     string         `yaml:"key_file"`
-		DataDir     string         `yaml:"data_dir"`
-		AdminSocket string         `yaml:"admin_socket,omitempty"`
-		Heartbeat   *fileHeartbeat `yaml:"heartbeat,omitempty"`
-		Links       []fileLink     `yaml:"links"`
-		Peers       []filePeer     `yaml:"peers,omitempty"`
+		Cluster       string            `yaml:"cluster"`
+		ClusterID     uint32            `yaml:"cluster_id,omitempty"`
+		Node          int               `yaml:"node"`
+		Name          string            `yaml:"name,omitempty"`
+		KeyFile       string            `yaml:"key_file"`
+		DataDir       string            `yaml:"data_dir"`
+		AdminSocket   string            `yaml:"admin_socket,omitempty"`
+		Heartbeat     *fileHeartbeat    `yaml:"heartbeat,omitempty"`
+		Links         []fileLink        `yaml:"links"`
+		Peers         []filePeer        `yaml:"peers,omitempty"`
+		Interconnect  *fileInterconnect `yaml:"interconnect,omitempty"`
+		DiskHeartbeat *fileDisk         `yaml:"disk_heartbeat,omitempty"`
+	}
+	fileInterconnect struct {
+		Network        string `yaml:"network"`
+		Policy         Policy `yaml:"policy,omitempty"`
+		ErrorThreshold int    `yaml:"error_threshold,omitempty"`
+		ErrorWindow    string `yaml:"error_window,omitempty"`
+		ErrorClean     string `yaml:"error_clean,omitempty"`
+	}
+	fileDisk struct {
+		Path     string `yaml:"path"`
+		Interval string `yaml:"interval,omitempty"`
+		Timeout  string `yaml:"timeout,omitempty"`
 	}
 	fileHeartbeat struct {
 		Interval        string `yaml:"interval,omitempty"`
@@ -74,6 +88,18 @@ func (c *Config) Marshal() ([]byte, error) {
 			Sweep:           dur(hb.Sweep),
 			Mode:            hb.Mode,
 		}
+	}
+	if ic := c.Interconnect; ic != (Interconnect{}) {
+		f.Interconnect = &fileInterconnect{
+			Policy: ic.Policy, ErrorThreshold: ic.ErrorThreshold,
+			ErrorWindow: dur(ic.ErrorWindow), ErrorClean: dur(ic.ErrorClean),
+		}
+		if ic.Network.IsValid() {
+			f.Interconnect.Network = ic.Network.String()
+		}
+	}
+	if dh := c.DiskHeartbeat; dh != (DiskHeartbeat{}) {
+		f.DiskHeartbeat = &fileDisk{Path: dh.Path, Interval: dur(dh.Interval), Timeout: dur(dh.Timeout)}
 	}
 	for i, l := range c.Links {
 		f.Links[i].Name = l.Name

@@ -263,7 +263,7 @@ func (p *parser) endpoint(n *yaml.Node, path string) (netip.AddrPort, bool) {
 // config walks the top-level mapping.
 func (p *parser) config(root *yaml.Node) *Config {
 	f := p.mapping(root, "", "cluster", "cluster_id", "node", "name", "key_file", "data_dir",
-		"admin_socket", "heartbeat", "links", "peers")
+		"admin_socket", "heartbeat", "links", "peers", "interconnect", "disk_heartbeat")
 	if f == nil {
 		return nil
 	}
@@ -313,7 +313,96 @@ func (p *parser) config(root *yaml.Node) *Config {
 	if e, ok := f["peers"]; ok {
 		c.Peers = p.peers(e, c)
 	}
+	if e, ok := f["interconnect"]; ok {
+		c.Interconnect = p.interconnect(e.val)
+	}
+	if e, ok := f["disk_heartbeat"]; ok {
+		c.DiskHeartbeat = p.diskHeartbeat(e.val)
+	}
 	return c
+}
+
+// interconnect walks the interconnect mapping and applies its defaults.
+func (p *parser) interconnect(n *yaml.Node) Interconnect {
+	ic := Interconnect{
+		Policy: PolicySpread, ErrorThreshold: DefaultErrorThreshold,
+		ErrorWindow: DefaultErrorWindow, ErrorClean: DefaultErrorClean,
+	}
+	f := p.mapping(n, "interconnect", "network", "policy", "error_threshold", "error_window", "error_clean")
+	if f == nil {
+		return ic
+	}
+	p.require(yamlfile.Deref(n), "interconnect", f, "network")
+	if e, ok := f["network"]; ok {
+		if s, ok := p.str(e.val, "interconnect.network"); ok {
+			pfx, err := netip.ParsePrefix(s)
+			switch {
+			case err != nil:
+				p.errorf(e.val, "interconnect.network: %q is not a network like 198.18.100.0/24", s)
+			case !pfx.Addr().Is4():
+				p.errorf(e.val, "interconnect.network: %q: cluster addresses are IPv4", s)
+			case pfx.Masked() != pfx:
+				p.errorf(e.val, "interconnect.network: %q has host bits set (did you mean %v?)", s, pfx.Masked())
+			case pfx.Bits() > 32-6:
+				p.errorf(e.val, "interconnect.network: %q is too small for node ids up to %d (want /26 or wider)", s, MaxNodeID)
+			case pfx.Addr().IsMulticast() || pfx.Addr().IsUnspecified() || pfx.Addr().IsLoopback():
+				p.errorf(e.val, "interconnect.network: %q is not a unicast network", s)
+			default:
+				ic.Network = pfx
+			}
+		}
+	}
+	if e, ok := f["policy"]; ok {
+		if s, ok := p.str(e.val, "interconnect.policy"); ok {
+			switch pol := Policy(s); pol {
+			case PolicySpread, PolicyPrimary:
+				ic.Policy = pol
+			default:
+				p.errorf(e.val, "interconnect.policy: %q is not a policy (spread or primary)", s)
+			}
+		}
+	}
+	if e, ok := f["error_threshold"]; ok {
+		v, _ := p.intIn(e.val, "interconnect.error_threshold", "error threshold", 1, MaxErrorThreshold)
+		ic.ErrorThreshold = int(v)
+	}
+	if e, ok := f["error_window"]; ok {
+		ic.ErrorWindow, _ = p.durationIn(e.val, "interconnect.error_window", time.Millisecond, MaxErrorTime)
+	}
+	if e, ok := f["error_clean"]; ok {
+		ic.ErrorClean, _ = p.durationIn(e.val, "interconnect.error_clean", time.Millisecond, MaxErrorTime)
+	}
+	return ic
+}
+
+// diskHeartbeat walks the disk_heartbeat mapping and applies its defaults.
+func (p *parser) diskHeartbeat(n *yaml.Node) DiskHeartbeat {
+	dh := DiskHeartbeat{Interval: DefaultDiskInterval, Timeout: DefaultDiskTimeout}
+	f := p.mapping(n, "disk_heartbeat", "path", "interval", "timeout")
+	if f == nil {
+		return dh
+	}
+	p.require(yamlfile.Deref(n), "disk_heartbeat", f, "path")
+	if e, ok := f["path"]; ok {
+		dh.Path, _ = p.path(e.val, "disk_heartbeat.path")
+	}
+	okI, okT := true, true
+	if e, ok := f["interval"]; ok {
+		dh.Interval, okI = p.durationIn(e.val, "disk_heartbeat.interval", MinDiskInterval, MaxDiskInterval)
+	}
+	if e, ok := f["timeout"]; ok {
+		dh.Timeout, okT = p.durationIn(e.val, "disk_heartbeat.timeout", MinDiskInterval, MaxDiskTimeout)
+	}
+	if okI && okT && dh.Timeout <= dh.Interval {
+		at := yamlfile.Deref(n)
+		if e, ok := f["timeout"]; ok {
+			at = e.val
+		} else if e, ok := f["interval"]; ok {
+			at = e.val
+		}
+		p.errorf(at, "disk_heartbeat.timeout: %v must exceed disk_heartbeat.interval (%v)", dh.Timeout, dh.Interval)
+	}
+	return dh
 }
 
 func defaultName(id int) string { return "node" + strconv.Itoa(id) }

@@ -42,11 +42,21 @@ type Options struct {
 	Witnesses []int
 	// RaftTick is vigild's --raft-tick; zero: the daemon's default.
 	RaftTick time.Duration
+	// Interconnect is written into every node's configuration as it is (zero: off); see
+	// ClusterNetwork for a network the harness does not use.
+	Interconnect nodeconf.Interconnect
+	// DiskHeartbeat, when its Interval is set, gives every node a disk heartbeat on one shared
+	// file of the cluster's shared directory (Path is filled in).
+	DiskHeartbeat nodeconf.DiskHeartbeat
 }
 
 // RaftPort is the cluster transport's port of every daemon; each listens on its address on
 // the first private link.
 const RaftPort = 7405
+
+// ClusterNetwork is a network for cluster addresses inside 198.18.0.0/15 that the netns
+// harness does not use: node N's cluster address is 198.18.100.N.
+var ClusterNetwork = netip.MustParsePrefix("198.18.100.0/24")
 
 // UDPPort is the heartbeat port of clusters with Options.UDP.
 const UDPPort = 5405
@@ -173,6 +183,11 @@ func Start(opts Options) (c *Cluster, err error) {
 	if err := nodeconf.GenerateKey(keyPath); err != nil {
 		return c, err
 	}
+	if c.Opts.DiskHeartbeat.Interval != 0 {
+		if c.Opts.DiskHeartbeat.Path, err = nc.SharedFile("heartbeat.disk", 64*4096); err != nil {
+			return c, err
+		}
+	}
 	for _, n := range nc.Nodes {
 		node, err := c.writeConfig(n, keyPath)
 		if err != nil {
@@ -203,6 +218,10 @@ func (c *Cluster) writeConfig(n *netns.Node, keyPath string) (*Node, error) {
 	}
 	if slices.Contains(c.Opts.Fallback, n.ID) {
 		cfg.Heartbeat.Mode = nodeconf.ModeFallback
+	}
+	cfg.Interconnect = c.Opts.Interconnect
+	if c.Opts.DiskHeartbeat.Interval != 0 {
+		cfg.DiskHeartbeat = c.Opts.DiskHeartbeat
 	}
 	for _, l := range netns.PrivateLinks {
 		link := nodeconf.Link{Name: l.String()}

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"go.etcd.io/raft/v3"
@@ -202,8 +204,20 @@ func (sm *sim) crash(n *simNode) {
 	} else {
 		// The process dies and the machine with it: what was not fsynced is partly lost.
 		s := n.store
-		path := s.f.Name()
-		s.f.Close()
+		var path string
+		if s.f != nil {
+			path = s.f.Name()
+			s.f.Close()
+		} else {
+			// The machine died while the store moved on to a new segment: the segment it
+			// had started (the newest file) is what a crash tears.
+			segs, err := filepath.Glob(filepath.Join(n.dir, "*"+segmentSuffix))
+			if err != nil || len(segs) == 0 {
+				sm.t.Fatalf("node %d: no log segment after a failed rotation: %v", n.id, err)
+			}
+			slices.Sort(segs)
+			path = segs[len(segs)-1]
+		}
 		s.lock.Close()
 		st, err := os.Stat(path)
 		if err != nil {

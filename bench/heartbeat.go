@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +92,14 @@ func (f *faultSeries) early() int {
 	return n
 }
 
+// part reports whether the environment variable VIGIL_BENCH_HEARTBEAT (a comma-separated
+// list of detect, soak, soak-ebpf, cpu) selects a part of the benchmark; unset selects all. For
+// development only: a recorded run runs all three.
+func part(name string) bool {
+	v := os.Getenv("VIGIL_BENCH_HEARTBEAT")
+	return v == "" || slices.Contains(strings.Split(v, ","), name)
+}
+
 func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 	runs, cpuWindow, soak := 50, 60*time.Second, 10*time.Minute
 	if cfg.quick {
@@ -104,191 +114,232 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 	m := metrics{}
 
 	// 1. Detection latency.
-	var panels []cdfPanel
-	rows := [][]string{{"profile", "fault", "event", "n", "p50 ms", "p99 ms", "max ms", "silence p99 ms", "target p99", "anomalies (at vCPU stall)"}}
-	var stallNotes []string
-	for _, p := range hbProfiles {
-		series, stalls, err := detectProfile(p, runs)
-		if err != nil {
-			return nil, fmt.Errorf("detection at %s x %d: %w", p.interval, hbMultiplier, err)
-		}
-		n3, longest := 0, time.Duration(0)
-		for _, s := range stalls {
-			if s.late >= 3*time.Millisecond {
-				n3++
+	if part("detect") {
+		var panels []cdfPanel
+		rows := [][]string{{"profile", "fault", "event", "n", "p50 ms", "p99 ms", "max ms", "silence p99 ms", "target p99", "anomalies (at vCPU stall)"}}
+		var stallNotes []string
+		for _, p := range hbProfiles {
+			series, stalls, err := detectProfile(p, runs)
+			if err != nil {
+				return nil, fmt.Errorf("detection at %s x %d: %w", p.interval, hbMultiplier, err)
 			}
-			longest = max(longest, s.late)
+			n3, longest := 0, time.Duration(0)
+			for _, s := range stalls {
+				if s.late >= 3*time.Millisecond {
+					n3++
+				}
+				longest = max(longest, s.late)
+			}
+			m["detect_"+p.name+"_vcpu_stalls_3ms"] = float64(n3)
+			m["detect_"+p.name+"_vcpu_stall_max_ms"] = ms(longest)
+			stallNotes = append(stallNotes, fmt.Sprintf("%s: the probe saw %d vCPU stalls >= 3 ms during the detection runs, the longest %.1f ms", p.name, n3, ms(longest)))
+			panel := cdfPanel{title: fmt.Sprintf("%v × %d (stall timeout %v), %d runs per fault", p.interval, hbMultiplier, benchStallTimeout, runs), target: p.target}
+			for _, f := range series {
+				target := "-"
+				if f.targeted {
+					target = fmt.Sprintf("<= %v", p.target)
+					if f.lat.quantile(0.99) > p.target {
+						target += " MISSED"
+					}
+				}
+				r := f.lat.row(p.name)
+				rows = append(rows, []string{r[0], f.label, f.event, r[1], r[2], r[3], r[4],
+					fmt.Sprintf("%.3f", ms(f.silence.quantile(0.99))), target, fmt.Sprintf("%d (%d)", f.anomalies, f.anomaliesAtStall)})
+				prefix := fmt.Sprintf("detect_%s_%s", f.key, p.name)
+				f.lat.record(m, prefix)
+				f.silence.record(m, prefix+"_silence")
+				m[prefix+"_runs"] = float64(len(f.lat))
+				m[prefix+"_anomalies"] = float64(f.anomalies)
+				m[prefix+"_anomalies_at_cpu_stall"] = float64(f.anomaliesAtStall)
+				m[prefix+"_early_runs"] = float64(f.early())
+				if f.key == "nodecut" {
+					m[prefix+"_detours"] = float64(f.detours)
+				}
+				if len(f.inject) > 0 {
+					m[prefix+"_"+f.injectName+"_p50_ms"] = ms(f.inject.quantile(0.5))
+					m[prefix+"_"+f.injectName+"_max_ms"] = ms(f.inject.max())
+				}
+				cs := cdfSeries{name: f.label + " → " + f.event, values: f.lat, color: cdfColors[len(panel.series)%len(cdfColors)]}
+				if f.key == "loss100" {
+					cs.name += ", from nft's return"
+				}
+				panel.series = append(panel.series, cs)
+				if f.key == "loss100" {
+					// nft commits before it returns: the time since the last frame heard bounds the
+					// latency from above.
+					panel.series = append(panel.series, cdfSeries{name: f.label + " → " + f.event + ", from the last frame heard",
+						values: f.silence, dashed: true, color: cs.color})
+				}
+			}
+			panels = append(panels, panel)
+			for _, f := range series {
+				for _, n := range f.notes {
+					fmt.Fprintf(os.Stderr, "heartbeat: %s %s anomaly: %s\n", p.name, f.key, n)
+				}
+			}
 		}
-		m["detect_"+p.name+"_vcpu_stalls_3ms"] = float64(n3)
-		m["detect_"+p.name+"_vcpu_stall_max_ms"] = ms(longest)
-		stallNotes = append(stallNotes, fmt.Sprintf("%s: the probe saw %d vCPU stalls >= 3 ms during the detection runs, the longest %.1f ms", p.name, n3, ms(longest)))
-		panel := cdfPanel{title: fmt.Sprintf("%v × %d (stall timeout %v), %d runs per fault", p.interval, hbMultiplier, benchStallTimeout, runs), target: p.target}
-		for _, f := range series {
+		fmt.Fprintln(out, "detection latency: fault applied -> node 1's kernel sweep logs the event (kernel_ns);")
+		fmt.Fprintln(out, "silence = kernel_ns - last_seen_ns, the time from the last frame heard to the event")
+		table(out, rows)
+		for _, p := range hbProfiles {
+			fmt.Fprintf(out, "%s: fault times: link down and node cut after the netlink call returned (took p50 %.3f ms);\n",
+				p.name, m["detect_linkdown_"+p.name+"_netlink_p50_ms"])
+			fmt.Fprintf(out, "  loss after nft returned (nft took p50 %.3f ms, max %.3f ms; its commit came earlier: see silence);\n",
+				m["detect_loss100_"+p.name+"_nft_p50_ms"], m["detect_loss100_"+p.name+"_nft_max_ms"])
+			fmt.Fprintf(out, "  daemon kill when SIGKILL was sent (reaped p50 %.3f ms later)\n", m["detect_daemonkill_stalled_"+p.name+"_reap_p50_ms"])
+			fmt.Fprintf(out, "  %.0f of the loss runs logged the link down before nft had returned (negative latency);\n", m["detect_loss100_"+p.name+"_early_runs"])
+			fmt.Fprintf(out, "  node cut off: %.0f runs went down through stalled (detours)\n", m["detect_nodecut_"+p.name+"_detours"])
+		}
+		for _, n := range stallNotes {
+			fmt.Fprintln(out, n)
+		}
+
+		plotPath, err := plotFile(cfg.quick)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(plotPath, []byte(cdfSVG("Vigil heartbeat plane: detection latency, 3-node netns cluster of real vigild (node 1 observes)", panels)), 0o644); err != nil {
+			return nil, fmt.Errorf("write plot: %w", err)
+		}
+		fmt.Fprintf(out, "plot written to %s\n\n", plotPath)
+	}
+
+	// 2. False positives under starvation.
+	if part("soak") || part("soak-ebpf") {
+		fpRows := [][]string{{"path", "soak", "pauses", "link down", "peer down", "false total", "target", "in/after a pause", "at a vCPU stall", "neither",
+			"vCPU stalls >= 3ms", "longest", "stalled: node 1 (true)", "stalled: others"}}
+		var breakdown, stallRates []string
+		for _, path := range []struct {
+			name     string
+			fallback []int
+		}{{"ebpf", nil}, {"fallback", []int{1, 2, 3}}} {
+			if path.name == "fallback" && !part("soak") {
+				continue // VIGIL_BENCH_HEARTBEAT=soak-ebpf
+			}
+			fmt.Fprintf(os.Stderr, "heartbeat: soak %v on the %s path\n", soak, path.name)
+			r, err := soakRun(soak, path.fallback)
+			if err != nil {
+				return nil, fmt.Errorf("soak on the %s path: %w", path.name, err)
+			}
 			target := "-"
-			if f.targeted {
-				target = fmt.Sprintf("<= %v", p.target)
-				if f.lat.quantile(0.99) > p.target {
+			if path.name == "ebpf" {
+				target = "0"
+				if r.linkDown+r.peerDown > 0 {
 					target += " MISSED"
 				}
 			}
-			r := f.lat.row(p.name)
-			rows = append(rows, []string{r[0], f.label, f.event, r[1], r[2], r[3], r[4],
-				fmt.Sprintf("%.3f", ms(f.silence.quantile(0.99))), target, fmt.Sprintf("%d (%d)", f.anomalies, f.anomaliesAtStall)})
-			prefix := fmt.Sprintf("detect_%s_%s", f.key, p.name)
-			f.lat.record(m, prefix)
-			f.silence.record(m, prefix+"_silence")
-			m[prefix+"_runs"] = float64(len(f.lat))
-			m[prefix+"_anomalies"] = float64(f.anomalies)
-			m[prefix+"_anomalies_at_cpu_stall"] = float64(f.anomaliesAtStall)
-			m[prefix+"_early_runs"] = float64(f.early())
-			if f.key == "nodecut" {
-				m[prefix+"_detours"] = float64(f.detours)
+			total := r.linkDown + r.peerDown
+			fpRows = append(fpRows, []string{path.name, r.duration.Round(time.Second).String(), strconv.Itoa(r.pauses),
+				strconv.Itoa(r.linkDown), strconv.Itoa(r.peerDown), strconv.Itoa(total), target,
+				strconv.Itoa(r.inPause), strconv.Itoa(r.atCPUStall), strconv.Itoa(r.neither),
+				strconv.Itoa(r.cpuStalls), fmt.Sprintf("%.1fms", ms(r.cpuStallMax)), strconv.Itoa(r.stallsOfNode1), strconv.Itoa(r.stallsOther)})
+			m["false_positives_"+path.name] = float64(r.linkDown + r.peerDown)
+			m["false_positives_"+path.name+"_link_down"] = float64(r.linkDown)
+			m["false_positives_"+path.name+"_peer_down"] = float64(r.peerDown)
+			m["false_positives_"+path.name+"_in_pause"] = float64(r.inPause)
+			m["false_positives_"+path.name+"_pauses"] = float64(r.pauses)
+			m["false_positives_"+path.name+"_soak_s"] = r.duration.Seconds()
+			m["false_positives_"+path.name+"_at_cpu_stall"] = float64(r.atCPUStall)
+			m["false_positives_"+path.name+"_neither"] = float64(r.neither)
+			m["false_positives_"+path.name+"_pause_max_ms"] = ms(r.pauseMax)
+			m["soak_"+path.name+"_stalled_node1"] = float64(r.stallsOfNode1)
+			m["soak_"+path.name+"_stalled_others"] = float64(r.stallsOther)
+			m["soak_"+path.name+"_vcpu_stalls_3ms"] = float64(r.cpuStalls)
+			m["soak_"+path.name+"_vcpu_stall_max_ms"] = ms(r.cpuStallMax)
+			m["soak_"+path.name+"_vcpu_stalls_3ms_per_min_in_pause"] = r.stallRatePause
+			m["soak_"+path.name+"_vcpu_stalls_3ms_per_min_elsewhere"] = r.stallRateElse
+			stallRates = append(stallRates, fmt.Sprintf("%s: vCPU stalls >= 3 ms per minute: %.1f in/after pauses, %.1f elsewhere",
+				path.name, r.stallRatePause, r.stallRateElse))
+			for _, b := range r.breakdown {
+				breakdown = append(breakdown, path.name+": "+b)
 			}
-			if len(f.inject) > 0 {
-				m[prefix+"_"+f.injectName+"_p50_ms"] = ms(f.inject.quantile(0.5))
-				m[prefix+"_"+f.injectName+"_max_ms"] = ms(f.inject.max())
+			tl := filepath.Join(os.TempDir(), "vigil-soak-"+path.name+".txt")
+			if err := os.WriteFile(tl, []byte(strings.Join(r.timeline, "\n")+"\n"), 0o644); err != nil {
+				return nil, err
 			}
-			cs := cdfSeries{name: f.label + " → " + f.event, values: f.lat, color: cdfColors[len(panel.series)%len(cdfColors)]}
-			if f.key == "loss100" {
-				cs.name += ", from nft's return"
-			}
-			panel.series = append(panel.series, cs)
-			if f.key == "loss100" {
-				// nft commits before it returns: the time since the last frame heard bounds the
-				// latency from above.
-				panel.series = append(panel.series, cdfSeries{name: f.label + " → " + f.event + ", from the last frame heard",
-					values: f.silence, dashed: true, color: cs.color})
-			}
-		}
-		panels = append(panels, panel)
-		for _, f := range series {
-			for _, n := range f.notes {
-				fmt.Fprintf(os.Stderr, "heartbeat: %s %s anomaly: %s\n", p.name, f.key, n)
-			}
-		}
-	}
-	fmt.Fprintln(out, "detection latency: fault applied -> node 1's kernel sweep logs the event (kernel_ns);")
-	fmt.Fprintln(out, "silence = kernel_ns - last_seen_ns, the time from the last frame heard to the event")
-	table(out, rows)
-	for _, p := range hbProfiles {
-		fmt.Fprintf(out, "%s: fault times: link down and node cut after the netlink call returned (took p50 %.3f ms);\n",
-			p.name, m["detect_linkdown_"+p.name+"_netlink_p50_ms"])
-		fmt.Fprintf(out, "  loss after nft returned (nft took p50 %.3f ms, max %.3f ms; its commit came earlier: see silence);\n",
-			m["detect_loss100_"+p.name+"_nft_p50_ms"], m["detect_loss100_"+p.name+"_nft_max_ms"])
-		fmt.Fprintf(out, "  daemon kill when SIGKILL was sent (reaped p50 %.3f ms later)\n", m["detect_daemonkill_stalled_"+p.name+"_reap_p50_ms"])
-		fmt.Fprintf(out, "  %.0f of the loss runs logged the link down before nft had returned (negative latency);\n", m["detect_loss100_"+p.name+"_early_runs"])
-		fmt.Fprintf(out, "  node cut off: %.0f runs went down through stalled (detours)\n", m["detect_nodecut_"+p.name+"_detours"])
-	}
-	for _, n := range stallNotes {
-		fmt.Fprintln(out, n)
-	}
-
-	plotPath, err := plotFile(cfg.quick)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(plotPath, []byte(cdfSVG("Vigil heartbeat plane: detection latency, 3-node netns cluster of real vigild (node 1 observes)", panels)), 0o644); err != nil {
-		return nil, fmt.Errorf("write plot: %w", err)
-	}
-	fmt.Fprintf(out, "plot written to %s\n\n", plotPath)
-
-	// 2. False positives under starvation.
-	fpRows := [][]string{{"path", "soak", "pauses", "link down", "peer down", "false total", "target", "in/after a pause", "at a vCPU stall", "neither",
-		"vCPU stalls >= 3ms", "longest", "stalled: node 1 (true)", "stalled: others"}}
-	var breakdown, stallRates []string
-	for _, path := range []struct {
-		name     string
-		fallback []int
-	}{{"ebpf", nil}, {"fallback", []int{1, 2, 3}}} {
-		fmt.Fprintf(os.Stderr, "heartbeat: soak %v on the %s path\n", soak, path.name)
-		r, err := soakRun(soak, path.fallback)
-		if err != nil {
-			return nil, fmt.Errorf("soak on the %s path: %w", path.name, err)
-		}
-		target := "-"
-		if path.name == "ebpf" {
-			target = "0"
-			if r.linkDown+r.peerDown > 0 {
-				target += " MISSED"
+			fmt.Fprintf(out, "%s: the %d false events, one per line, with the probe's view: %s\n", path.name, len(r.timeline), tl)
+			fmt.Fprintf(out, "%s: per node: sender wake-ups more than an interval late %v (in %v of the 100 ms log windows); sweeps that ran late and opened a catch-up window (per peer) %v, link downs they withheld %v\n",
+				path.name, r.lateWakeups, r.senderLate, r.catchup, r.held)
+			for i := range r.senderLate {
+				m[fmt.Sprintf("soak_%s_sender_late_windows_node%d", path.name, i+1)] = float64(r.senderLate[i])
+				m[fmt.Sprintf("soak_%s_sender_late_wakeups_node%d", path.name, i+1)] = float64(r.lateWakeups[i])
+				m[fmt.Sprintf("soak_%s_catchup_node%d", path.name, i+1)] = float64(r.catchup[i])
+				m[fmt.Sprintf("soak_%s_held_node%d", path.name, i+1)] = float64(r.held[i])
 			}
 		}
-		total := r.linkDown + r.peerDown
-		fpRows = append(fpRows, []string{path.name, r.duration.Round(time.Second).String(), strconv.Itoa(r.pauses),
-			strconv.Itoa(r.linkDown), strconv.Itoa(r.peerDown), strconv.Itoa(total), target,
-			strconv.Itoa(r.inPause), strconv.Itoa(r.atCPUStall), strconv.Itoa(r.neither),
-			strconv.Itoa(r.cpuStalls), fmt.Sprintf("%.1fms", ms(r.cpuStallMax)), strconv.Itoa(r.stallsOfNode1), strconv.Itoa(r.stallsOther)})
-		m["false_positives_"+path.name] = float64(r.linkDown + r.peerDown)
-		m["false_positives_"+path.name+"_link_down"] = float64(r.linkDown)
-		m["false_positives_"+path.name+"_peer_down"] = float64(r.peerDown)
-		m["false_positives_"+path.name+"_in_pause"] = float64(r.inPause)
-		m["false_positives_"+path.name+"_pauses"] = float64(r.pauses)
-		m["false_positives_"+path.name+"_soak_s"] = r.duration.Seconds()
-		m["false_positives_"+path.name+"_at_cpu_stall"] = float64(r.atCPUStall)
-		m["false_positives_"+path.name+"_neither"] = float64(r.neither)
-		m["false_positives_"+path.name+"_pause_max_ms"] = ms(r.pauseMax)
-		m["soak_"+path.name+"_stalled_node1"] = float64(r.stallsOfNode1)
-		m["soak_"+path.name+"_stalled_others"] = float64(r.stallsOther)
-		m["soak_"+path.name+"_vcpu_stalls_3ms"] = float64(r.cpuStalls)
-		m["soak_"+path.name+"_vcpu_stall_max_ms"] = ms(r.cpuStallMax)
-		m["soak_"+path.name+"_vcpu_stalls_3ms_per_min_in_pause"] = r.stallRatePause
-		m["soak_"+path.name+"_vcpu_stalls_3ms_per_min_elsewhere"] = r.stallRateElse
-		stallRates = append(stallRates, fmt.Sprintf("%s: vCPU stalls >= 3 ms per minute: %.1f in/after pauses, %.1f elsewhere",
-			path.name, r.stallRatePause, r.stallRateElse))
-		for _, b := range r.breakdown {
-			breakdown = append(breakdown, path.name+": "+b)
+		fmt.Fprintln(out, "false positives: 1ms x 3, stall timeout 5s (default), both CPUs saturated, node 1's vigild")
+		fmt.Fprintln(out, "SIGSTOPped for 2s every 5-15s; every link down and peer down logged by any node is false.")
+		fmt.Fprintln(out, "A SCHED_FIFO 90 probe thread per CPU (1 ms sleeps) measures vCPU stalls. An event counts")
+		fmt.Fprintln(out, "\"at a vCPU stall\" when it falls in a wake-up >= 2 ms late or within 4 ms after one, \"in/after a pause\" when node 1")
+		fmt.Fprintln(out, "was stopped or had resumed less than 53 ms before (an event can be both)")
+		table(out, fpRows)
+		for _, l := range stallRates {
+			fmt.Fprintln(out, l)
 		}
-	}
-	fmt.Fprintln(out, "false positives: 1ms x 3, stall timeout 5s (default), both CPUs saturated, node 1's vigild")
-	fmt.Fprintln(out, "SIGSTOPped for 2s every 5-15s; every link down and peer down logged by any node is false.")
-	fmt.Fprintln(out, "A SCHED_FIFO 90 probe thread per CPU (1 ms sleeps) measures vCPU stalls. An event counts")
-	fmt.Fprintln(out, "\"at a vCPU stall\" when it falls in a wake-up >= 2 ms late or within 4 ms after one, \"in/after a pause\" when node 1")
-	fmt.Fprintln(out, "was stopped or had resumed less than 53 ms before (an event can be both)")
-	table(out, fpRows)
-	for _, l := range stallRates {
-		fmt.Fprintln(out, l)
-	}
-	if len(breakdown) > 0 {
-		fmt.Fprintln(out, "breakdown (observer: event about peer [link] x count):")
-		for _, b := range breakdown {
-			fmt.Fprintln(out, "  "+b)
+		if len(breakdown) > 0 {
+			fmt.Fprintln(out, "breakdown (observer: event about peer [link] x count):")
+			for _, b := range breakdown {
+				fmt.Fprintln(out, "  "+b)
+			}
 		}
+		fmt.Fprintln(out)
 	}
-	fmt.Fprintln(out)
 
 	// 3. CPU cost.
-	cpuRows := [][]string{{"path", "window", "node 1 %", "node 2 %", "node 3 %", "p50 %", "max %", "target", "sender thread % (p50)", "softirq % (all CPUs)"}}
+	if !part("cpu") {
+		return m, nil
+	}
+	cpuRows := [][]string{{"path", "network", "window", "node 1 %", "node 2 %", "node 3 %", "p50 %", "max %", "target",
+		"sender thread % (p50)", "other threads % (p50)", "ticks % (p50)", "napi threads %", "softirq % (all CPUs)", "1 kHz sleep floor %"}}
 	for _, path := range []struct {
 		name     string
 		fallback []int
-	}{{"ebpf", nil}, {"fallback", []int{1, 2, 3}}} {
+		threaded bool
+	}{{"ebpf", nil, true}, {"ebpf_inline", nil, false}, {"fallback", []int{1, 2, 3}, false}} {
 		fmt.Fprintf(os.Stderr, "heartbeat: CPU cost on the %s path over %v\n", path.name, cpuWindow)
-		r, err := cpuCost(cpuWindow, path.fallback)
+		r, err := cpuCost(cpuWindow, path.fallback, path.threaded)
 		if err != nil {
 			return nil, fmt.Errorf("cpu cost on the %s path: %w", path.name, err)
 		}
 		p50, mx := median(r.perNode), slices.Max(r.perNode)
 		name := "vigild_cpu_1khz"
 		target := "< 2%"
-		if path.name == "fallback" {
-			name += "_fallback"
+		switch {
+		case path.name != "ebpf":
+			name += "_" + path.name
 			target = "-"
-		} else if mx >= 2 {
+		case mx >= 2:
 			target += " MISSED"
+		default:
+			target += " met"
+		}
+		network := "softirq inline"
+		if path.threaded {
+			network = "threaded NAPI"
 		}
 		m[name+"_percent_p50"] = p50
 		m[name+"_percent_max"] = mx
 		m[name+"_sender_percent_p50"] = median(r.sender)
+		m[name+"_other_threads_percent_p50"] = median(r.other)
+		m[name+"_ticks_percent_p50"] = median(r.ticks)
+		m[name+"_napi_threads_percent"] = r.napi
 		m[name+"_softirq_percent"] = r.softirq
-		row := []string{path.name, cpuWindow.String()}
+		m[name+"_sleep_floor_percent"] = r.floor
+		row := []string{path.name, network, cpuWindow.String()}
 		for _, v := range r.perNode {
 			row = append(row, fmt.Sprintf("%.2f", v))
 		}
 		row = append(row, fmt.Sprintf("%.2f", p50), fmt.Sprintf("%.2f", mx), target,
-			fmt.Sprintf("%.2f", median(r.sender)), fmt.Sprintf("%.2f", r.softirq))
+			fmt.Sprintf("%.2f", median(r.sender)), fmt.Sprintf("%.2f", median(r.other)),
+			fmt.Sprintf("%.2f", median(r.ticks)), fmt.Sprintf("%.2f", r.napi), fmt.Sprintf("%.2f", r.softirq),
+			fmt.Sprintf("%.2f", r.floor))
 		cpuRows = append(cpuRows, row)
 	}
-	fmt.Fprintln(out, "CPU cost of vigild at 1 kHz, 2 peers x 2 links: utime+stime from /proc/PID/stat over the window,")
-	fmt.Fprintln(out, "% of one core; the sender is the daemon's SCHED_FIFO thread; softirq is system-wide, from /proc/stat")
+	fmt.Fprintln(out, "CPU cost of vigild at 1 kHz, 2 peers x 2 links, % of one core: the sum over all the daemon's threads of")
+	fmt.Fprintln(out, "the first field of /proc/PID/task/TID/schedstat (ns on CPU, exact); the sender is its SCHED_FIFO thread;")
+	fmt.Fprintln(out, "ticks = utime+stime from /proc/PID/stat (sampled at the 250 Hz tick); napi threads = the hub ports'")
+	fmt.Fprintln(out, "NAPI kernel threads (the simulated switch, when threaded); softirq is system-wide, from /proc/stat;")
+	fmt.Fprintln(out, "sleep floor = a SCHED_FIFO thread of the bench that only sleeps to 1 ms deadlines, same window")
 	table(out, cpuRows)
 	return m, nil
 }
@@ -655,6 +706,119 @@ type soakResult struct {
 	// Rates of those stalls per minute in the pause windows and outside them.
 	stallRatePause, stallRateElse float64
 	breakdown                     []string
+	timeline                      []string // every false event with what the probe saw around it
+	senderLate                    []int    // per node: "heartbeat sender ran late" log lines
+	lateWakeups                   []uint64 // per node: sender wake-ups more than an interval late
+	catchup                       []uint64 // per node: sweeps that ran late (catch-up windows opened, per peer)
+	held                          []uint64 // per node: link downs those sweeps withheld
+}
+
+// nodeCounters reads a node's counters through its admin socket.
+func nodeCounters(n *vcluster.Node) (map[string]uint64, error) {
+	cl, err := n.Admin()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctr, err := cl.Counters()
+	if err != nil {
+		return nil, fmt.Errorf("node %d counters: %w", n.ID, err)
+	}
+	return ctr, nil
+}
+
+// senderLate is a wake-up of a node's heartbeat sender more than an interval after its
+// deadline, as the daemon logged it (the worst in each 100 ms).
+type senderLate struct {
+	node     int
+	at, late uint64
+}
+
+// senderLates reads the "heartbeat sender ran late" lines node n logged after line from.
+func senderLates(n *vcluster.Node, from int) ([]senderLate, error) {
+	b, err := os.ReadFile(n.Log)
+	if err != nil {
+		return nil, err
+	}
+	var out []senderLate
+	for i, line := range strings.Split(string(b), "\n") {
+		if i < from || !strings.Contains(line, "heartbeat sender ran late") {
+			continue
+		}
+		var v struct {
+			WokeNS uint64 `json:"woke_ns"`
+			LateNS uint64 `json:"late_ns"`
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", n.Log, i+1, err)
+		}
+		out = append(out, senderLate{node: n.ID, at: v.WokeNS, late: v.LateNS})
+	}
+	return out, nil
+}
+
+// soakEvent is a false link-down or peer-down event of a soak.
+type soakEvent struct {
+	node             int
+	ev               vcluster.LogEvent
+	inPause, atStall bool
+}
+
+// writeTimeline describes every false event, in time order: who saw what, how long the link
+// or peer had been silent, the longest probe stall (any over 1 ms) that overlaps the silence
+// (from the last frame heard to the event), whether node 1 was paused, and which other
+// events came within 10 ms (an episode).
+func writeTimeline(evs []soakEvent, stalls []cpuStall, lates []senderLate, windows [][2]uint64, start uint64) []string {
+	slices.SortFunc(evs, func(a, b soakEvent) int { return cmp.Compare(a.ev.KernelNS, b.ev.KernelNS) })
+	rel := func(t uint64) string { return fmt.Sprintf("%+.1fms", float64(int64(t)-int64(start))/1e6) }
+	var out []string
+	for i, e := range evs {
+		from := e.ev.LastSeenNS
+		if from == 0 || from > e.ev.KernelNS {
+			from = e.ev.KernelNS
+		}
+		var best *cpuStall
+		for j := range stalls {
+			s := &stalls[j]
+			if s.to >= from && s.from <= e.ev.KernelNS && (best == nil || s.late > best.late) {
+				best = s
+			}
+		}
+		stall := "no probe stall over 1 ms in the silence"
+		if best != nil {
+			stall = fmt.Sprintf("cpu%d stall %.1fms late, ending %.1fms before the event",
+				best.cpu, ms(best.late), float64(int64(e.ev.KernelNS)-int64(best.to))/1e6)
+		}
+		// The silent peer's sender (or, for the observer's own silence, none): late over the
+		// silence?
+		sender := "peer's sender not late over 1 interval"
+		for _, l := range lates {
+			if l.node == e.ev.Peer && l.at >= from && l.at-l.late <= e.ev.KernelNS {
+				sender = fmt.Sprintf("peer's sender woke %.1fms late, %.1fms before the event", float64(l.late)/1e6,
+					float64(int64(e.ev.KernelNS)-int64(l.at))/1e6)
+				break
+			}
+		}
+		var others []string
+		for j, o := range evs {
+			if j != i && (o.node != e.node || o.ev.Peer != e.ev.Peer) &&
+				max(o.ev.KernelNS, e.ev.KernelNS)-min(o.ev.KernelNS, e.ev.KernelNS) <= uint64(10*time.Millisecond) {
+				others = append(others, fmt.Sprintf("n%d:%d", o.node, o.ev.Peer))
+			}
+		}
+		class := "neither"
+		switch {
+		case e.inPause && e.atStall:
+			class = "pause+stall"
+		case e.inPause:
+			class = "pause"
+		case e.atStall:
+			class = "stall"
+		}
+		out = append(out, fmt.Sprintf("%s node %d: %s, silent %.2fms [%s]; %s; %s; others within 10ms: %s",
+			rel(e.ev.KernelNS), e.node, describe(e.ev), float64(e.ev.KernelNS-from)/1e6, class, stall, sender, strings.Join(others, " ")))
+	}
+	return out
 }
 
 // soakRun runs a 1ms x 3 cluster with the default stall timeout for d with both CPUs saturated
@@ -680,11 +844,14 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 		return r, err
 	}
 	defer load.Stop()
-	probe := startStallProbe(2 * time.Millisecond)
+	// The probe records wake-ups more than 1 ms late for the timeline; the classification
+	// counts those of 2 ms or more.
+	probe := startStallProbe(time.Millisecond)
 	// A pause spans [stop, cont] plus the time a sweep needs to notice what it missed.
 	grace := uint64(hbMultiplier*interval + 50*time.Millisecond)
 	var windows [][2]uint64
 	start := time.Now()
+	soakStartNS := heartbeat.MonotonicNow()
 	end := start.Add(d)
 	p1 := c.Node(1).Proc()
 	for {
@@ -711,11 +878,26 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	}
 	time.Sleep(time.Until(end))
 	r.duration = time.Since(start)
+	for _, n := range c.Nodes {
+		ctr, err := nodeCounters(n)
+		if err != nil {
+			return r, err
+		}
+		r.catchup = append(r.catchup, ctr["catchup"])
+		r.held = append(r.held, ctr["held"])
+		r.lateWakeups = append(r.lateWakeups, ctr["sender_late_wakeups"])
+	}
 	load.Stop()
 	time.Sleep(time.Second)
-	stalls, err := probe.Stop()
+	allStalls, err := probe.Stop()
 	if err != nil {
 		return r, err
+	}
+	var stalls []cpuStall // of 2 ms or more: what the classification counts
+	for _, s := range allStalls {
+		if s.late >= 2*time.Millisecond {
+			stalls = append(stalls, s)
+		}
 	}
 	var inPauseStalls int
 	var pauseTime time.Duration
@@ -742,6 +924,7 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	}
 
 	counts := map[string][4]int{} // total, in/after a pause, at a vCPU stall, neither
+	var timeline []soakEvent
 	for i, n := range c.Nodes {
 		evs, err := n.Events(marks[i])
 		if err != nil {
@@ -787,8 +970,19 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 				ct[3]++
 			}
 			counts[k] = ct
+			timeline = append(timeline, soakEvent{node: n.ID, ev: ev, inPause: inPause, atStall: atStall})
 		}
 	}
+	var lates []senderLate
+	for i, n := range c.Nodes {
+		l, err := senderLates(n, marks[i])
+		if err != nil {
+			return r, err
+		}
+		lates = append(lates, l...)
+		r.senderLate = append(r.senderLate, len(l))
+	}
+	r.timeline = writeTimeline(timeline, allStalls, lates, windows, soakStartNS)
 	for _, k := range slices.Sorted(maps.Keys(counts)) {
 		ct := counts[k]
 		r.breakdown = append(r.breakdown, fmt.Sprintf("%s x %d (in/after a pause %d, at a vCPU stall %d, neither %d)", k, ct[0], ct[1], ct[2], ct[3]))
@@ -798,59 +992,183 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 
 // cpuResult is the CPU time of each daemon over a window, in percent of one core.
 type cpuResult struct {
-	perNode []float64 // the whole process
+	perNode []float64 // the whole process: all its threads, from schedstat
 	sender  []float64 // its real-time (SCHED_FIFO) thread: the heartbeat sender
+	other   []float64 // its other threads
+	ticks   []float64 // the whole process, utime+stime (tick-sampled)
+	napi    float64   // the NAPI kernel threads of all hub ports, all clusters
 	softirq float64   // softirq time of all CPUs (XDP, the sweep timer, the veths and bridges)
+	floor   float64   // a thread that only sleeps to 1 ms deadlines (sleepFloor), same window
 }
 
 // cpuCost runs a 1ms x 3 cluster and measures each daemon's CPU time over the window, and the
-// system-wide softirq time.
-func cpuCost(window time.Duration, fallback []int) (r cpuResult, err error) {
+// system-wide softirq time. With threaded, the hub ports (the simulated switch) process their
+// frames in NAPI kernel threads instead of in the softirq of whoever sent them: without it,
+// the sender's sendto runs the bridge, the peers' XDP programs and their echo replies inline
+// and the kernel charges all of it to the sending daemon.
+func cpuCost(window time.Duration, fallback []int, threaded bool) (r cpuResult, err error) {
 	c, err := vcluster.Start(vcluster.Options{Nodes: 3, Interval: time.Millisecond, Multiplier: hbMultiplier, Fallback: fallback})
 	if err != nil {
 		return r, err
 	}
 	defer func() { err = errors.Join(err, c.Close()) }()
+	if threaded {
+		if err := threadedNAPI(c.Net); err != nil {
+			return r, err
+		}
+	}
 	if err := waitAllAlive(c, steadyTimeout); err != nil {
 		return r, err
 	}
 	time.Sleep(2 * time.Second)
-	type mark struct{ proc, rt uint64 }
-	read := func() ([]mark, uint64, error) {
+	type mark struct {
+		threads       map[int]threadTime
+		ticks, rt, ot uint64
+	}
+	read := func() ([]mark, uint64, uint64, error) {
 		var ms []mark
 		for _, n := range c.Nodes {
 			pid := n.Proc().PID()
-			proc, err := procTicks(fmt.Sprintf("/proc/%d/stat", pid))
+			ticks, err := procTicks(fmt.Sprintf("/proc/%d/stat", pid))
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, 0, err
 			}
-			rt, err := realtimeTicks(pid)
+			th, err := threadTimes(pid)
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, 0, err
 			}
-			ms = append(ms, mark{proc, rt})
+			ms = append(ms, mark{threads: th, ticks: ticks})
+		}
+		napi, err := napiThreadsNS()
+		if err != nil {
+			return nil, 0, 0, err
 		}
 		sirq, err := softirqTicks()
-		return ms, sirq, err
+		return ms, napi, sirq, err
 	}
-	before, sirq0, err := read()
+	before, napi0, sirq0, err := read()
 	if err != nil {
 		return r, err
 	}
 	start := time.Now()
-	time.Sleep(window)
+	// Meanwhile, in the bench process: what a thread that only sleeps at 1 kHz costs.
+	floor, _, ferr := sleepFloor(window)
+	time.Sleep(time.Until(start.Add(window)))
 	elapsed := time.Since(start).Seconds()
-	after, sirq1, err := read()
+	after, napi1, sirq1, err := read()
 	if err != nil {
 		return r, err
 	}
-	pct := func(a, b uint64) float64 { return 100 * float64(b-a) / clkTck / elapsed }
+	pctTicks := func(a, b uint64) float64 { return 100 * float64(b-a) / clkTck / elapsed }
+	pctNS := func(ns uint64) float64 { return 100 * float64(ns) / 1e9 / elapsed }
 	for i := range c.Nodes {
-		r.perNode = append(r.perNode, pct(before[i].proc, after[i].proc))
-		r.sender = append(r.sender, pct(before[i].rt, after[i].rt))
+		var rt, other uint64
+		for tid, a := range after[i].threads {
+			d := a.ns - before[i].threads[tid].ns // a thread started in the window counts in full
+			if a.realtime {
+				rt += d
+			} else {
+				other += d
+			}
+		}
+		r.perNode = append(r.perNode, pctNS(rt+other))
+		r.sender = append(r.sender, pctNS(rt))
+		r.other = append(r.other, pctNS(other))
+		r.ticks = append(r.ticks, pctTicks(before[i].ticks, after[i].ticks))
 	}
-	r.softirq = pct(sirq0, sirq1)
+	if ferr != nil {
+		return r, ferr
+	}
+	r.floor = floor
+	r.napi = pctNS(napi1 - napi0)
+	r.softirq = pctTicks(sirq0, sirq1)
 	return r, nil
+}
+
+// threadedNAPI makes every hub port of the cluster process its frames in its own NAPI kernel
+// thread (the ports have NAPI because they carry an XDP program).
+func threadedNAPI(c *netns.Cluster) error {
+	var script strings.Builder
+	for _, n := range c.Nodes {
+		for _, l := range []netns.LinkID{netns.Private0, netns.Private1} {
+			fmt.Fprintf(&script, "echo 1 > /sys/class/net/%s/threaded && ", n.Links[l].HubPort)
+		}
+	}
+	script.WriteString("true")
+	out, err := exec.Command("ip", "netns", "exec", c.Hub, "sh", "-c", script.String()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("threaded NAPI on the hub ports: %w: %s", err, out)
+	}
+	return nil
+}
+
+// threadTime is one thread's time on CPU.
+type threadTime struct {
+	ns       uint64 // first field of schedstat: time on CPU, exact (not sampled)
+	realtime bool   // SCHED_FIFO
+}
+
+// threadTimes reads the schedstat of every thread of a process.
+func threadTimes(pid int) (map[int]threadTime, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]threadTime{}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		ns, err := schedstatNS(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread has exited
+		}
+		f, err := statFields(filepath.Join(dir, t.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		out[tid] = threadTime{ns: ns, realtime: f[38] == "1"}
+	}
+	return out, nil
+}
+
+// schedstatNS returns the first field of a schedstat file: nanoseconds on CPU.
+func schedstatNS(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 0, fmt.Errorf("%s: empty", path)
+	}
+	return strconv.ParseUint(f[0], 10, 64)
+}
+
+// napiThreadsNS returns the time on CPU of all NAPI kernel threads ("napi/DEV-ID").
+func napiThreadsNS() (uint64, error) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
+		if err != nil || !strings.HasPrefix(string(comm), "napi/") {
+			continue
+		}
+		ns, err := schedstatNS(filepath.Join("/proc", p.Name(), "schedstat"))
+		if err != nil {
+			continue
+		}
+		sum += ns
+	}
+	return sum, nil
 }
 
 // statFields returns the fields of a /proc/.../stat file from field 3 (state) on: the command
@@ -885,32 +1203,6 @@ func procTicks(path string) (uint64, error) {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return utime + stime, nil
-}
-
-// realtimeTicks returns utime+stime of the process's SCHED_FIFO threads (policy, field 41).
-func realtimeTicks(pid int) (uint64, error) {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	tasks, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	var sum uint64
-	for _, t := range tasks {
-		path := filepath.Join(dir, t.Name(), "stat")
-		f, err := statFields(path)
-		if err != nil {
-			continue // the thread has exited
-		}
-		if f[38] != "1" { // SCHED_FIFO
-			continue
-		}
-		ticks, err := procTicks(path)
-		if err != nil {
-			continue
-		}
-		sum += ticks
-	}
-	return sum, nil
 }
 
 // softirqTicks returns the softirq time of all CPUs in clock ticks, from /proc/stat.

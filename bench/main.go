@@ -35,6 +35,7 @@ type config struct {
 type metrics map[string]float64
 
 var benchmarks = map[string]benchmark{
+	"drd":          {"DRD 4 KiB random i/o at QD1/QD32: raw fio, local and remote paths, qemu-nbd, nbdkit, DRD NBD", runDRD},
 	"harness":      {"netns cluster build and teardown time, carrier-loss notification latency", runHarness},
 	"heartbeat":    {"failure detection latency, false positives under starvation, vigild CPU cost", runHeartbeat},
 	"interconnect": {"message gap, loss and latency over the transport while the carrying link is cut; TCX cost", runInterconnect},

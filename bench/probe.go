@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -131,4 +132,57 @@ func near(stalls []cpuStall, t uint64, slack time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// sleepFloor measures the least any user-space heartbeat sender at 1 kHz can cost on this
+// machine: a thread that does nothing but sleep to absolute 1 ms deadlines (at the sender's
+// real-time priority, with raw system calls, as heartbeat.Sender.Run does) for d. It returns
+// the thread's time on CPU (schedstat) in percent of one core, and its wake-ups.
+func sleepFloor(d time.Duration) (percent float64, wakeups int, err error) {
+	type result struct {
+		pct float64
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var old unix.SchedAttr
+		oldp, err := unix.SchedGetAttr(0, 0)
+		if err == nil {
+			old = *oldp
+		}
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: heartbeat.RealtimePriority}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			done <- result{err: fmt.Errorf("sleep floor: SCHED_FIFO: %w", err)}
+			return
+		}
+		defer unix.SchedSetAttr(0, &old, 0)
+		ns0, err := schedstatNS("/proc/thread-self/schedstat")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		start := heartbeat.MonotonicNow()
+		next, end := start, start+uint64(d)
+		n := 0
+		for next < end {
+			next += uint64(time.Millisecond)
+			ts := unix.NsecToTimespec(int64(next))
+			for {
+				_, _, e := unix.RawSyscall6(unix.SYS_CLOCK_NANOSLEEP, unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME,
+					uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+				if e != unix.EINTR {
+					break
+				}
+			}
+			n++
+		}
+		elapsed := heartbeat.MonotonicNow() - start
+		ns1, err := schedstatNS("/proc/thread-self/schedstat")
+		done <- result{pct: 100 * float64(ns1-ns0) / float64(elapsed), n: n, err: err}
+	}()
+	r := <-done
+	return r.pct, r.n, r.err
 }

@@ -392,7 +392,17 @@ struct peer_sweep {
 	__u32 data_fresh;
 	__u64 peer_seen;
 	__u64 progress_ns;
+	__u64 hold_from;	/* catch-up window open: hold what was fresh then */
+	__u32 holding;
+	__u32 late;		/* this pass opened the window */
 };
+
+/* Pause compensation: t (zero: never) was fresh at the sweep before a late one,
+ * and that late pass's catch-up window is open. */
+static __always_inline int held(const struct peer_sweep *ps, __u64 detect, __u64 t)
+{
+	return ps->holding && t && age(ps->hold_from, t) <= detect;
+}
 
 static long sweep_link(__u64 index, void *arg)
 {
@@ -412,7 +422,10 @@ static long sweep_link(__u64 index, void *arg)
 	carrier = !(cfg->links_down & (1u << link));
 	fresh = carrier && seen && age(now, seen) <= cfg->detect_ns;
 	st = s->state;
-	if (st == HB_LINK_UP && !fresh) {
+	if (st == HB_LINK_UP && !fresh && carrier && held(ps, cfg->detect_ns, seen)) {
+		if (ps->late)
+			count(HB_C_HELD);
+	} else if (st == HB_LINK_UP && !fresh) {
 		s->state = HB_LINK_DOWN;
 		s->rise = 0;
 	} else if (st == HB_LINK_DOWN && fresh && s->rise >= cfg->rise) {
@@ -426,6 +439,7 @@ static long sweep_link(__u64 index, void *arg)
 		ps->links_up++;
 	if (carrier && s->last_data_ns &&
 	    (age(now, s->last_data_ns) <= cfg->detect_ns ||
+	     held(ps, cfg->detect_ns, s->last_data_ns) ||
 	     (fresh && s->last_echo_ns <= s->last_data_ns + cfg->detect_ns)))
 		ps->data_fresh = 1;
 	ps->peer_seen = max64(ps->peer_seen, seen);
@@ -469,6 +483,18 @@ static long sweep_peer(__u64 index, void *arg)
 	if (!p || !p->configured)
 		return 0;
 	nlinks = cfg->nlinks < HB_MAX_LINKS ? cfg->nlinks : HB_MAX_LINKS;
+	if (cfg->catchup_ns) {
+		if (p->swept_ns && age(now, p->swept_ns) > cfg->detect_ns / 2) {
+			/* A late pass: open a catch-up window. */
+			count(HB_C_CATCHUP);
+			ps.late = 1;
+			p->hold_from_ns = p->swept_ns;
+			p->hold_until_ns = now + cfg->catchup_ns;
+		}
+		ps.holding = now < p->hold_until_ns;
+		ps.hold_from = p->hold_from_ns;
+	}
+	p->swept_ns = now;
 	bpf_loop(nlinks, sweep_link, &ps, 0);
 	bpf_loop(nlinks, emit_link, &ps, 0);
 

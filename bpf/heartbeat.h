@@ -86,6 +86,25 @@
  * Jeopardy (per peer): links_up == 1 while cfg.nlinks >= 2 (reachable through
  * only one channel). Set and cleared with its own event.
  *
+ * Pause compensation (when cfg.catchup_ns != 0). Each peer remembers when the
+ * sweep last examined it (swept_ns). A sweep that finds that more than
+ * detect / 2 ago ran late: its timer could not run (a stalled CPU, a vCPU the
+ * hypervisor did not run), and the staleness the slots gathered meanwhile may
+ * be the stall's rather than the peer's, since the local receive path and any
+ * sender on the same CPU stalled with it. Such a late pass opens a catch-up
+ * window: hold_from_ns = the previous sweep, hold_until_ns = now +
+ * cfg.catchup_ns (the daemon uses one interval: time for the senders to send
+ * again and the receive path to record it). While now < hold_until_ns, a slot
+ * whose seen was fresh at hold_from_ns (hold_from_ns - seen <= detect) is
+ * held: an UP link is not taken DOWN, and data that was fresh at hold_from_ns
+ * counts as data_fresh. Nothing else changes: local carrier loss is not held,
+ * a link never comes UP by being held, and a slot already stale before the
+ * stall is not held. Without late passes (a sweep every cfg.sweep_ns, well
+ * under detect / 2) the rules above apply unchanged; after a late pass at t a
+ * real failure is detected by the first sweep at or after t + catchup_ns, and
+ * since hold_from_ns only moves forward, repeated late passes cannot hold a
+ * silent slot beyond the first window opened after it became stale.
+ *
  * Every change is one struct hb_event on the ring buffer, link events first,
  * then the peer event, then jeopardy.
  */
@@ -137,6 +156,8 @@ enum hb_counter {
 	HB_C_WRONG_LINK,
 	HB_C_REPLAY,
 	HB_C_NOT_CONFIGURED,	/* heartbeat frame on an interface without a link */
+	HB_C_CATCHUP,		/* sweeps of a peer that ran late: catch-up windows opened */
+	HB_C_HELD,		/* ... and, in those sweeps, UP links held that were stale */
 	HB_C_MAX,
 };
 
@@ -175,6 +196,7 @@ struct hb_config {
 	__u16 udp_port;		/* heartbeats in UDP: destination port */
 	__u32 links_down;	/* bit per link id: down by local carrier loss */
 	__u32 pad;
+	__u64 catchup_ns;	/* pause compensation window; 0 off */
 };
 
 /* A receiving interface: which link it is and its own MAC (for replies). */
@@ -213,6 +235,9 @@ struct hb_peer {
 	__u32 links_up;
 	__u32 jeopardy;
 	__u32 configured;	/* user space sets 1 for every peer */
+	__u64 swept_ns;		/* the last sweep that examined it */
+	__u64 hold_from_ns;	/* pause compensation: the sweep before a late one */
+	__u64 hold_until_ns;	/* ... and the end of its catch-up window */
 };
 
 /* A transition, sent to user space on the ring buffer. */

@@ -39,6 +39,9 @@ type KernelConfig struct {
 	// LinksDown has bit i set when link i lost carrier locally (netlink): its slots count as
 	// stale at the next sweep.
 	LinksDown uint32
+	// CatchupNS turns on pause compensation: the catch-up window after a sweep that ran
+	// late (bpf/heartbeat.h); 0: off. The daemon uses one interval.
+	CatchupNS uint64
 	// NowNS, when non-zero, replaces the kernel clock: tests only.
 	NowNS uint64
 }
@@ -185,6 +188,7 @@ func (h *Heartbeat) setConfigLocked(c KernelConfig) error {
 		NodeId:         c.NodeID,
 		UdpPort:        c.UDPPort,
 		LinksDown:      c.LinksDown,
+		CatchupNs:      c.CatchupNS,
 	}
 	if err := h.objs.Config.Put(uint32(0), &kc); err != nil {
 		return fmt.Errorf("write heartbeat config: %w", err)
@@ -315,7 +319,7 @@ func (h *Heartbeat) RunXDP(frame []byte) (uint32, []byte, error) {
 
 const (
 	slotSize = 120 // sizeof(struct hb_slot)
-	peerSize = 32  // sizeof(struct hb_peer)
+	peerSize = 56  // sizeof(struct hb_peer)
 	maxLinks = 4   // HB_MAX_LINKS
 )
 
@@ -351,6 +355,7 @@ func (h *Heartbeat) Peer(id uint16) (heartbeat.Peer, error) {
 	return heartbeat.Peer{
 		SinceNS: k.SinceNs, StalledNS: k.StalledNs, State: heartbeat.PeerState(k.State),
 		LinksUp: k.LinksUp, Jeopardy: k.Jeopardy != 0, Configured: k.Configured != 0,
+		SweptNS: k.SweptNs, HoldFromNS: k.HoldFromNs, HoldUntilNS: k.HoldUntilNs,
 	}, nil
 }
 

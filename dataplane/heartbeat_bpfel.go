@@ -31,6 +31,7 @@ type heartbeatHbConfig struct {
 	UdpPort        uint16
 	LinksDown      uint32
 	Pad            uint32
+	CatchupNs      uint64
 }
 
 type heartbeatHbCounter uint32
@@ -47,7 +48,9 @@ const (
 	heartbeatHbCounterHB_C_WRONG_LINK     heartbeatHbCounter = 8
 	heartbeatHbCounterHB_C_REPLAY         heartbeatHbCounter = 9
 	heartbeatHbCounterHB_C_NOT_CONFIGURED heartbeatHbCounter = 10
-	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 11
+	heartbeatHbCounterHB_C_CATCHUP        heartbeatHbCounter = 11
+	heartbeatHbCounterHB_C_HELD           heartbeatHbCounter = 12
+	heartbeatHbCounterHB_C_MAX            heartbeatHbCounter = 13
 )
 
 type heartbeatHbEvent struct {
@@ -110,13 +113,16 @@ const (
 )
 
 type heartbeatHbPeer struct {
-	_          structs.HostLayout
-	SinceNs    uint64
-	StalledNs  uint64
-	State      uint32
-	LinksUp    uint32
-	Jeopardy   uint32
-	Configured uint32
+	_           structs.HostLayout
+	SinceNs     uint64
+	StalledNs   uint64
+	State       uint32
+	LinksUp     uint32
+	Jeopardy    uint32
+	Configured  uint32
+	SweptNs     uint64
+	HoldFromNs  uint64
+	HoldUntilNs uint64
 }
 
 type heartbeatHbPeerState uint32

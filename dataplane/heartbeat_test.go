@@ -270,7 +270,8 @@ func TestHeartbeatDrift(t *testing.T) {
 		heartbeat.CounterVersion: heartbeatHbCounterHB_C_VERSION, heartbeat.CounterCluster: heartbeatHbCounterHB_C_CLUSTER,
 		heartbeat.CounterBadMAC: heartbeatHbCounterHB_C_BAD_MAC, heartbeat.CounterUnknownPeer: heartbeatHbCounterHB_C_UNKNOWN_PEER,
 		heartbeat.CounterWrongLink: heartbeatHbCounterHB_C_WRONG_LINK, heartbeat.CounterReplay: heartbeatHbCounterHB_C_REPLAY,
-		heartbeat.CounterNotConfigured: heartbeatHbCounterHB_C_NOT_CONFIGURED, heartbeat.NumCounters: heartbeatHbCounterHB_C_MAX,
+		heartbeat.CounterNotConfigured: heartbeatHbCounterHB_C_NOT_CONFIGURED, heartbeat.CounterCatchup: heartbeatHbCounterHB_C_CATCHUP, heartbeat.CounterHeld: heartbeatHbCounterHB_C_HELD,
+		heartbeat.NumCounters: heartbeatHbCounterHB_C_MAX,
 	}
 	for g, c := range counters {
 		if uint32(g) != uint32(c) {

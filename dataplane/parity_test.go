@@ -15,9 +15,10 @@ import (
 // BPF_PROG_TEST_RUN, with the clock set in the config) and the pure Go detector with the same
 // random schedules of frames, carrier changes and sweeps, and requires the same verdicts, the
 // same events and the same slots and peers. The Go detector is the reference the rules are
-// tested on; this holds the kernel to it.
+// tested on; this holds the kernel to it. Seeds 4 and up turn on pause compensation and stall
+// the sweeps now and then.
 func TestKernelMatchesGoDetector(t *testing.T) {
-	for seed := range uint64(6) {
+	for seed := range uint64(8) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { checkParity(t, seed) })
 	}
 }
@@ -30,16 +31,28 @@ func checkParity(t *testing.T, seed uint64) {
 	if seed%2 == 1 {
 		kc.ProgressNS = 8_000_000
 	}
+	compensate := seed >= 4
+	if compensate {
+		kc.CatchupNS = 1_000_000
+	}
 	gc := heartbeat.Config{
 		ClusterID: kc.ClusterID, NodeID: kc.NodeID, Key: kc.Key, Incarnation: kc.Incarnation,
 		DetectNS: kc.DetectNS, StallTimeoutNS: kc.StallTimeoutNS, ProgressNS: kc.ProgressNS,
-		Rise: kc.Rise, NLinks: kc.NLinks, StartNS: kc.StartNS,
+		Rise: kc.Rise, NLinks: kc.NLinks, StartNS: kc.StartNS, CatchupNS: kc.CatchupNS,
 	}
 	// The kernel sees every test frame on loopback (ifindex 1) and is told before each frame
 	// which link that is; the Go detector gets one fake interface per link.
 	var mac [6]byte
 	copy(mac[:], selfMAC)
-	det, err := heartbeat.NewDetector(gc, []uint16{2, 3}, map[int]heartbeat.Iface{100: {LinkID: 0, MAC: mac}, 101: {LinkID: 1, MAC: mac}})
+	ifaces := map[int]heartbeat.Iface{100: {LinkID: 0, MAC: mac}, 101: {LinkID: 1, MAC: mac}}
+	det, err := heartbeat.NewDetector(gc, []uint16{2, 3}, ifaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With compensation on, a twin without it shows that the schedule made it matter.
+	gc0 := gc
+	gc0.CatchupNS = 0
+	det0, err := heartbeat.NewDetector(gc0, []uint16{2, 3}, ifaces)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +65,14 @@ func checkParity(t *testing.T, seed uint64) {
 	silent := [4]bool{}  // daemon stalled: no data frames
 	cut := [4][2]bool{}  // link cut: no frames at all
 	var linksDown uint32 // local carrier
-	events := 0
+	events, differ := 0, 0
+	sweep := func(step int) {
+		gev := compareSweep(t, step, h, det, now)
+		events += len(gev)
+		if !slices.Equal(gev, det0.Sweep(now)) {
+			differ++
+		}
+	}
 	for step := range 1500 {
 		now += uint64(rng.IntN(700_000)) + 1 // up to 0.7 ms per step
 		kc.NowNS = now
@@ -71,11 +91,12 @@ func checkParity(t *testing.T, seed uint64) {
 			l := uint8(rng.IntN(2))
 			linksDown ^= 1 << l
 			det.SetLinkDown(l, linksDown&(1<<l) != 0)
+			det0.SetLinkDown(l, linksDown&(1<<l) != 0)
 			kc.LinksDown = linksDown
 			if err := h.SetConfig(kc); err != nil {
 				t.Fatal(err)
 			}
-			events += compareSweep(t, step, h, det, now)
+			sweep(step)
 		case r < 9: // a daemon restart: new incarnation
 			inc[2+rng.IntN(2)]++
 		case r < 10: // progress moves
@@ -112,6 +133,7 @@ func checkParity(t *testing.T, seed uint64) {
 				t.Fatal(err)
 			}
 			gv, reply := det.Receive(now, 100+int(l), src, payload)
+			det0.Receive(now, 100+int(l), src, payload)
 			wantVerdict := uint32(xdpDrop)
 			if reply != nil {
 				wantVerdict = xdpTX
@@ -122,8 +144,15 @@ func checkParity(t *testing.T, seed uint64) {
 			if kv != wantVerdict {
 				t.Fatalf("step %d: frame %+v: kernel verdict %d, Go verdict %v (reply %v)", step, f, kv, gv, reply != nil)
 			}
+		case r < 62 && compensate: // this node stalls: no frame, no sweep for 2-8 ms
+			now += 2_000_000 + uint64(rng.IntN(6_000_000))
+			kc.NowNS = now
+			if err := h.SetConfig(kc); err != nil {
+				t.Fatal(err)
+			}
+			sweep(step)
 		default:
-			events += compareSweep(t, step, h, det, now)
+			sweep(step)
 		}
 	}
 	kcount, err := h.Counters()
@@ -137,11 +166,17 @@ func checkParity(t *testing.T, seed uint64) {
 	if events < 50 || kcount[heartbeat.CounterReplay] == 0 || kcount[heartbeat.CounterBadMAC] == 0 {
 		t.Errorf("weak schedule: %d events, counters %v", events, kcount)
 	}
-	t.Logf("%d events agreed; counters %v", events, kcount)
+	if compensate && differ == 0 {
+		t.Errorf("weak schedule: pause compensation never changed a sweep's events")
+	}
+	if !compensate && differ != 0 {
+		t.Errorf("%d sweeps differ from the twin detector with compensation off", differ)
+	}
+	t.Logf("%d events agreed; %d sweeps changed by pause compensation; counters %v", events, differ, kcount)
 }
 
-// compareSweep sweeps both at now, compares, and returns the number of events.
-func compareSweep(t *testing.T, step int, h *Heartbeat, det *heartbeat.Detector, now uint64) int {
+// compareSweep sweeps both at now, compares, and returns the events.
+func compareSweep(t *testing.T, step int, h *Heartbeat, det *heartbeat.Detector, now uint64) []heartbeat.Event {
 	t.Helper()
 	if err := h.Sweep(); err != nil {
 		t.Fatal(err)
@@ -172,5 +207,5 @@ func compareSweep(t *testing.T, step int, h *Heartbeat, det *heartbeat.Detector,
 			}
 		}
 	}
-	return len(kev)
+	return gev
 }

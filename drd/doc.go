@@ -1,4 +1,33 @@
-// Package drd is the distributed raw disk: a block device served by one node with io_uring
-// direct I/O, reached by local clients through shared-memory rings and by remote clients through
-// block shipping over the interconnect, with an NBD front-end for standard tools.
+// Package drd is the client of the distributed raw disk: a block device served by one node
+// with io_uring direct I/O (drd/server), reached from the serving node through shared-memory
+// rings (drd/shm) and from any other node by block shipping over a message stream (drd/wire).
+// Open picks the path by itself: the local one when the serving node's unix socket answers for
+// the device, else the remote one.
+//
+// # Requests
+//
+// A Device offers ReadAt, WriteAt, Flush and Discard, and an asynchronous API: Go starts a Call
+// and its Done channel receives it when it completes; up to Options.QueueDepth calls are in
+// flight, and Go blocks while that many are. Offsets and lengths are whole 4096-byte blocks;
+// ReadAt and WriteAt split what is larger than the server's largest request.
+//
+// On the local path every call in flight owns one data slot of the shared region: writes are
+// copied into it when the call starts and reads out of it when it completes, and the server's
+// io_uring reads and writes the slot itself (it is registered as a fixed buffer in the server),
+// so the data crosses no socket and no kernel copy.
+//
+// # Epochs and re-sending
+//
+// Every incarnation of a server has an epoch, learned at connection and carried by every
+// request. When the connection breaks (the server process died or was restarted, the device
+// moved to another node) or the server answers StatusStaleEpoch, the Device keeps every call
+// still in flight, reconnects (local path first, then remote, retrying for
+// Options.ReconnectTimeout), learns the new epoch and re-sends those calls, oldest first, before
+// any later one can overtake them on the new connection. Callers see nothing but latency.
+// Reads, writes, flushes and discards of whole blocks are idempotent, so a request that did
+// reach the disk before the break and runs again does no harm; an application sees a write as
+// done only when its call completes, and it does not complete before the server answered it
+// after the write reached the disk. Writes are durable against a crash of the server process
+// at once (O_DIRECT) and against a power loss after a completed Flush. If no server comes back
+// within ReconnectTimeout, every call in flight fails and the Device is unusable.
 package drd

@@ -59,7 +59,8 @@ func (s PeerState) String() string {
 	return fmt.Sprintf("PeerState(%d)", uint32(s))
 }
 
-// Counter is the fate of one received heartbeat payload (enum hb_counter, same order).
+// Counter is the fate of one received heartbeat payload, or (CounterCatchup) a sweep
+// that ran late (enum hb_counter, same order).
 type Counter int
 
 // Counters. The first three count work done; the others name the check that rejected a frame,
@@ -76,12 +77,18 @@ const (
 	CounterWrongLink                    // link id differs from the receiving interface's
 	CounterReplay                       // old incarnation or sequence number
 	CounterNotConfigured                // received on an interface that carries no link
+	// CounterCatchup counts no frame: sweeps of a peer that ran late and opened a catch-up
+	// window (pause compensation).
+	CounterCatchup
+	// CounterHeld counts, in those sweeps, the UP links that were stale and held: link downs
+	// that pause compensation withheld.
+	CounterHeld
 	NumCounters
 )
 
 var counterNames = [NumCounters]string{
 	"data", "echo_reply", "echo_sent", "malformed", "version", "cluster", "bad_mac",
-	"unknown_peer", "wrong_link", "replay", "not_configured",
+	"unknown_peer", "wrong_link", "replay", "not_configured", "catchup", "held",
 }
 
 // String returns the counter's name, the suffix of its HB_C_ constant in lower case.
@@ -182,6 +189,10 @@ type Peer struct {
 	LinksUp    uint32
 	Jeopardy   bool
 	Configured bool
+	SweptNS    uint64 // the last Sweep that examined it
+	// HoldFromNS and HoldUntilNS are the pause compensation's catch-up window: what was
+	// fresh at HoldFromNS (the sweep before a late one) is held until HoldUntilNS.
+	HoldFromNS, HoldUntilNS uint64
 }
 
 // Config is the detector's configuration (the part of struct hb_config it reads). Times are
@@ -201,6 +212,11 @@ type Config struct {
 	Rise       uint32 // frames in a row that bring a link up
 	NLinks     uint32 // links 0 .. NLinks-1 are configured
 	StartNS    uint64 // when detection started: peers stay UNKNOWN until DetectNS after it
+	// CatchupNS turns pause compensation on (zero: off): a Sweep that finds the previous one
+	// more than DetectNS/2 ago ran late, and for CatchupNS after it a link that was fresh at
+	// the previous Sweep is not taken down (bpf/heartbeat.h, "Pause compensation"). The
+	// daemon uses one interval.
+	CatchupNS uint64
 }
 
 // NewConfig returns a Config for a node that sends one frame per link every interval and
@@ -504,13 +520,32 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		progressNS uint64 // the latest progress change on any link
 		changed    [MaxLinks]bool
 		old        [MaxLinks]LinkState
+		holding    bool
+		late       bool // this sweep opened the window
 	)
+	if cfg.CatchupNS != 0 {
+		if p.SweptNS != 0 && age(now, p.SweptNS) > cfg.DetectNS/2 {
+			// A late pass: the sweep could not run, and neither, perhaps, could the receive path
+			// or the senders on its CPU. Open a catch-up window.
+			d.counters[CounterCatchup]++
+			late = true
+			p.HoldFromNS, p.HoldUntilNS = p.SweptNS, now+cfg.CatchupNS
+		}
+		holding = now < p.HoldUntilNS
+	}
+	p.SweptNS = now
+	// held: t was fresh at the sweep before the late one, and the catch-up window is open.
+	held := func(t uint64) bool { return holding && t != 0 && age(p.HoldFromNS, t) <= cfg.DetectNS }
 	for link := range cfg.NLinks {
 		s := &d.slots[id][link]
 		carrier := d.linksDown&(1<<link) == 0
 		fresh := carrier && d.fresh(now, s.seen())
 		old[link] = s.State
 		switch {
+		case s.State == LinkUp && !fresh && carrier && held(s.seen()):
+			if late {
+				d.counters[CounterHeld]++
+			}
 		case s.State == LinkUp && !fresh:
 			s.State = LinkDown
 			s.Rise = 0
@@ -528,7 +563,8 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 		// and the echoes have not outlived its last data frame by more than DetectNS: when a
 		// node is cut off, its last echo can arrive an interval after its last data frame,
 		// and that is no stall.
-		speaks := d.fresh(now, s.LastDataNS) || fresh && s.LastDataNS != 0 && s.LastEchoNS <= s.LastDataNS+cfg.DetectNS
+		speaks := d.fresh(now, s.LastDataNS) || held(s.LastDataNS) ||
+			fresh && s.LastDataNS != 0 && s.LastEchoNS <= s.LastDataNS+cfg.DetectNS
 		dataFresh = dataFresh || carrier && speaks
 		peerSeen = max(peerSeen, s.seen())
 		progressNS = max(progressNS, s.ProgressNS)

@@ -406,7 +406,7 @@ func TestEventFields(t *testing.T) {
 		t.Fatalf("events\n%v\nwant\n%v", got, want)
 	}
 	p := d.Peer(2)
-	if p != (Peer{SinceNS: t0 + 2*ms, State: PeerAlive, LinksUp: 2, Configured: true}) {
+	if p != (Peer{SinceNS: t0 + 2*ms, State: PeerAlive, LinksUp: 2, Configured: true, SweptNS: t0 + 2*ms}) {
 		t.Errorf("peer 2 = %+v", p)
 	}
 	if s := d.Slot(2, 1); s.State != LinkUp || s.SinceNS != t0+2*ms {
@@ -621,7 +621,7 @@ func TestStrings(t *testing.T) {
 		{CounterMalformed, "malformed"}, {CounterVersion, "version"}, {CounterCluster, "cluster"},
 		{CounterBadMAC, "bad_mac"}, {CounterUnknownPeer, "unknown_peer"},
 		{CounterWrongLink, "wrong_link"}, {CounterReplay, "replay"},
-		{CounterNotConfigured, "not_configured"}, {NumCounters, "Counter(11)"},
+		{CounterNotConfigured, "not_configured"}, {CounterCatchup, "catchup"}, {CounterHeld, "held"}, {NumCounters, "Counter(13)"},
 		{EventLink, "link"}, {EventPeer, "peer"}, {EventJeopardy, "jeopardy"},
 		{EventKind(0), "EventKind(0)"},
 		{Event{Peer: 2, Link: 1, Kind: EventLink, State: 0, OldState: 1, LinksUp: 1},
@@ -642,7 +642,7 @@ func TestStrings(t *testing.T) {
 // The numbers of enum hb_counter, hb_peer_state and hb_event_kind, which the kernel path
 // copies as they are.
 func TestEnumValues(t *testing.T) {
-	if CounterNotConfigured != 10 || NumCounters != 11 || CounterReplay != 9 {
+	if CounterNotConfigured != 10 || CounterCatchup != 11 || CounterHeld != 12 || NumCounters != 13 || CounterReplay != 9 {
 		t.Error("Counter values differ from enum hb_counter")
 	}
 	if PeerDown != 3 || LinkUp != 1 || EventJeopardy != 3 || LinkNone != 0xff {
@@ -1094,4 +1094,65 @@ func TestScenarioHysteresis(t *testing.T) {
 	// The last of them started a run; two more make rise (3) frames in a row.
 	s.tick(1).data(2, 0).sweep().expect()
 	s.tick(1).data(2, 0).sweep().expect("48ms link 2/0 down->up", "48ms peer 2 down->alive", "48ms jeopardy 2 on")
+}
+
+// Pause compensation: a sweep that runs late (its previous run more than detect/2 ago) does
+// not turn the staleness gathered while it could not run into transitions; the receive path
+// gets CatchupNS to catch up.
+func TestScenarioPauseCompensation(t *testing.T) {
+	catchup := func(c *Config) { c.CatchupNS = ms }
+	down2 := func(at string) []string {
+		return []string{at + " link 2/0 up->down", at + " link 2/1 up->down", at + " peer 2 alive->down"}
+	}
+	// This node's CPU stalls for 6ms after the sweep at 2ms: no sweep, no frame recorded.
+	// Everything resumes at 8ms; the late sweep holds the links, the next frames refresh them.
+	s := newScenario(t, catchup)
+	s.tick(2).expect(startup...)
+	s.advance(6 * interval).sweep().expect()
+	if p := s.d.Peer(2); p.HoldFromNS != t0+2*ms || p.HoldUntilNS != t0+9*ms || p.SweptNS != t0+8*ms {
+		t.Fatalf("peer 2 after the late sweep: %+v", p)
+	}
+	// One window per peer, and the four links it held.
+	if c := s.d.Counters(); c[CounterCatchup] != 2 || c[CounterHeld] != 4 {
+		t.Fatalf("catchup %d, held %d", c[CounterCatchup], c[CounterHeld])
+	}
+	s.tick(20).expect()
+
+	// Without compensation the same stall takes everything down.
+	s = newScenario(t)
+	s.tick(2).expect(startup...)
+	s.advance(6 * interval).sweep().expect(append(down2("8ms"),
+		"8ms link 3/0 up->down", "8ms link 3/1 up->down", "8ms peer 3 alive->down")...)
+
+	// A peer that really failed during the stall is down at the first sweep after the
+	// catch-up window (8ms + 1ms); the other, whose frames came, stays up.
+	s = newScenario(t, catchup)
+	s.tick(2).expect(startup...)
+	s.crash(2).advance(6 * interval).sweep().expect()
+	s.tick(1).expect(down2("9ms")...)
+	s.tick(10).expect()
+
+	// Sweeps that keep running late (every 2ms, detect/2 = 1.5ms) hold a silent slot only
+	// while it was fresh at the sweep before: peer 2, silent since 2ms, is down at 8ms
+	// instead of 6ms, not never.
+	s = newScenario(t, catchup)
+	s.tick(2).expect(startup...)
+	s.crash(2).kill(3).advance(2 * interval).sweep().expect()
+	s.advance(2 * interval).sweep().expect()
+	s.advance(2 * interval).sweep().expect(append(down2("8ms"),
+		"8ms link 3/0 up->down", "8ms link 3/1 up->down", "8ms peer 3 alive->down")...)
+
+	// A daemon that stopped before the stall: its data is not held once it was stale at the
+	// sweep before the stall, so it stalls as it would have; its kernel's echoes were fresh.
+	s = newScenario(t, catchup)
+	s.tick(2).expect(startup...)
+	s.kill(2).tick(4).expect("6ms peer 2 alive->stalled")
+	s.advance(6 * interval).sweep().expect()
+	s.tick(1).expect()
+
+	// Local carrier loss is never held.
+	s = newScenario(t, catchup)
+	s.tick(2).expect(startup...)
+	s.carrierLost(0).advance(6*interval).sweep().expect(
+		"8ms link 2/0 up->down", "8ms jeopardy 2 on", "8ms link 3/0 up->down", "8ms jeopardy 3 on")
 }

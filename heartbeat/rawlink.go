@@ -83,3 +83,6 @@ func (l *RawLink) Reply(payload []byte, to Source) error {
 
 // Close closes the socket.
 func (l *RawLink) Close() error { return l.conn.Close() }
+
+// frameIfindex lets the sender address this link's interface from its own batch socket.
+func (l *RawLink) frameIfindex() int { return l.Iface.Index }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,10 +40,39 @@ type SenderConfig struct {
 type Sender struct {
 	cfg    SenderConfig
 	seq    [MaxLinks]uint64
-	buf    []byte
+	frames [][]byte // the last frame of each link
 	sent   [MaxLinks]atomic.Uint64
 	errs   [MaxLinks]atomic.Uint64
 	lastEr atomic.Pointer[error]
+	// Wake-ups more than an interval after their deadline, and the worst since TakeLate.
+	late, worstLate, worstAt atomic.Uint64
+}
+
+// LateStats says how often the sender woke up more than an interval after a deadline.
+type LateStats struct {
+	Count   uint64 // since start
+	WorstNS uint64 // the latest wake-up since the previous TakeLate, ns after its deadline; 0 none
+	AtNS    uint64 // when it woke up (CLOCK_MONOTONIC)
+}
+
+// TakeLate returns the late wake-ups and resets the worst one.
+func (s *Sender) TakeLate() LateStats {
+	at := s.worstAt.Swap(0)
+	return LateStats{Count: s.late.Load(), WorstNS: s.worstLate.Swap(0), AtNS: at}
+}
+
+// LateCount returns how many wake-ups came more than an interval after their deadline.
+func (s *Sender) LateCount() uint64 { return s.late.Load() }
+
+// noteLate records a wake-up late ns after its deadline, at now.
+func (s *Sender) noteLate(late, now uint64) {
+	s.late.Add(1)
+	if late > s.worstLate.Load() {
+		// Only the sender writes a larger value; TakeLate may reset it meanwhile, which at
+		// worst reports this one next time without its time: keep them together.
+		s.worstAt.Store(now)
+		s.worstLate.Store(late)
+	}
 }
 
 // NewSender checks the configuration and returns a sender.
@@ -62,7 +92,11 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.Progress == nil {
 		cfg.Progress = func() uint64 { return 0 }
 	}
-	return &Sender{cfg: cfg, buf: make([]byte, 0, FrameSize)}, nil
+	frames := make([][]byte, len(cfg.Links))
+	for i := range frames {
+		frames[i] = make([]byte, 0, FrameSize)
+	}
+	return &Sender{cfg: cfg, frames: frames}, nil
 }
 
 // MonotonicNow returns CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns. It reads
@@ -92,11 +126,19 @@ func calibrateMonotonic() (time.Time, uint64) {
 	return epoch, base
 }
 
-// SendAll sends the next frame on every link. A link that fails to send is counted and does
-// not stop the others.
+// SendAll sends the next frame on every link through its Transmitter. A link that fails to
+// send is counted and does not stop the others.
 func (s *Sender) SendAll() {
-	progress := s.cfg.Progress()
+	s.encodeAll()
 	for id, tx := range s.cfg.Links {
+		s.count(id, tx.Send(s.frames[id]))
+	}
+}
+
+// encodeAll puts the next frame of every link in s.frames.
+func (s *Sender) encodeAll() {
+	progress := s.cfg.Progress()
+	for id := range s.cfg.Links {
 		s.seq[id]++
 		f := Frame{
 			Flags:       FlagEchoRequest,
@@ -108,15 +150,18 @@ func (s *Sender) SendAll() {
 			SendNS:      s.cfg.Now(),
 			Progress:    progress,
 		}
-		s.buf = f.AppendEncode(s.buf[:0], s.cfg.Key)
-		if err := tx.Send(s.buf); err != nil {
-			s.errs[id].Add(1)
-			err = fmt.Errorf("send heartbeat on link %d: %w", id, err)
-			s.lastEr.Store(&err)
-			continue
-		}
-		s.sent[id].Add(1)
+		s.frames[id] = f.AppendEncode(s.frames[id][:0], s.cfg.Key)
 	}
+}
+
+func (s *Sender) count(id int, err error) {
+	if err != nil {
+		s.errs[id].Add(1)
+		err = fmt.Errorf("send heartbeat on link %d: %w", id, err)
+		s.lastEr.Store(&err)
+		return
+	}
+	s.sent[id].Add(1)
 }
 
 // SenderStats are a sender's counters for one link.
@@ -146,6 +191,14 @@ const RealtimePriority = 40
 // absolute deadlines so that a late wake-up does not shift every later frame. If real-time
 // scheduling is refused it carries on at normal priority; the returned channel reports why,
 // once, before the first frame.
+//
+// At intervals up to RawSleepMax the loop never gives its thread back to the Go scheduler: it
+// sleeps and sends with raw system calls (the frames of all raw Ethernet links in one
+// sendmmsg), so that each period costs the kernel's timer wake-up and two system calls and
+// nothing else. A blocking system call every millisecond would make the runtime hand the
+// thread's P to another thread and take it back each time, and keep sysmon awake; measured in
+// bench/README.md. Holding the P while asleep delays a stop-the-world of the garbage collector
+// by at most one interval, hence the limit; longer intervals sleep the ordinary way.
 func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 	runtime.LockOSThread()
 	// The thread keeps its real-time policy and dies with the goroutine: never unlocked.
@@ -154,17 +207,131 @@ func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 		rtErr = setRealtime(RealtimePriority)
 		realtime <- rtErr
 	}
+	var stop atomic.Bool
+	defer context.AfterFunc(ctx, func() { stop.Store(true) })()
+	b, err := s.newBatch()
+	if err != nil {
+		err = fmt.Errorf("heartbeat sender: raw batch socket (sending link by link instead): %w", err)
+		s.lastEr.Store(&err)
+	}
+	defer b.close()
 	interval := uint64(s.cfg.Interval)
+	sleep := sleepUntil
+	if s.cfg.Interval <= RawSleepMax {
+		sleep = rawSleepUntil
+	}
 	next := MonotonicNow()
-	for ctx.Err() == nil {
-		s.SendAll()
+	for !stop.Load() {
+		s.sendBatch(b)
 		next += interval
 		if now := MonotonicNow(); now > next+interval {
 			next = now // fell far behind (stopped process): do not burst to catch up
 		}
-		sleepUntil(next)
+		sleep(next)
+		if now := MonotonicNow(); now > next+interval {
+			s.noteLate(now-next, now)
+		}
 	}
 }
+
+// RawSleepMax is the longest interval at which Run sleeps without releasing its P.
+const RawSleepMax = 2 * time.Millisecond
+
+// frameLink is a transmitter of raw Ethernet frames that the sender may address directly by
+// interface index, from its own socket.
+type frameLink interface {
+	frameIfindex() int
+}
+
+// batch sends the frames of all raw Ethernet links with one sendmmsg on a send-only AF_PACKET
+// socket (protocol 0: it receives nothing). The message headers point at the sender's frame
+// buffers, which encodeAll refills in place.
+type batch struct {
+	fd    int
+	links []int // link ids, in message order
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	addrs []unix.RawSockaddrLinklayer
+}
+
+// newBatch opens the batch socket for the raw links, or returns nil (no error) if there are
+// none. A nil batch sends every link through its Transmitter.
+func (s *Sender) newBatch() (*batch, error) {
+	var links, ifindexes []int
+	for id, tx := range s.cfg.Links {
+		if fl, ok := tx.(frameLink); ok {
+			links = append(links, id)
+			ifindexes = append(ifindexes, fl.frameIfindex())
+		}
+	}
+	if len(links) == 0 {
+		return nil, nil
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket(AF_PACKET, SOCK_DGRAM, 0): %w", err)
+	}
+	b := &batch{fd: fd, links: links, msgs: make([]unix.Mmsghdr, len(links)),
+		iovs: make([]unix.Iovec, len(links)), addrs: make([]unix.RawSockaddrLinklayer, len(links))}
+	for i, ifindex := range ifindexes {
+		b.addrs[i] = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(EtherType),
+			Ifindex: int32(ifindex), Halen: 6, Addr: [8]uint8{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+		b.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.addrs[i]))
+		b.msgs[i].Hdr.Namelen = unix.SizeofSockaddrLinklayer
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.Iovlen = 1
+	}
+	return b, nil
+}
+
+func (b *batch) close() {
+	if b != nil {
+		unix.Close(b.fd)
+	}
+}
+
+// sendBatch encodes the next frames and sends them: the raw links' with one raw sendmmsg,
+// any others through their Transmitters.
+func (s *Sender) sendBatch(b *batch) {
+	if b == nil {
+		s.SendAll()
+		return
+	}
+	s.encodeAll()
+	for i, id := range b.links {
+		b.iovs[i].Base = unsafe.SliceData(s.frames[id])
+		b.iovs[i].SetLen(len(s.frames[id]))
+	}
+	for i := 0; i < len(b.msgs); {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[i])),
+			uintptr(len(b.msgs)-i), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e != 0 || r == 0:
+			// The message at i failed; the ones after it were not tried.
+			s.count(b.links[i], fmt.Errorf("sendmmsg: %w", e))
+			i++
+		default:
+			for range r {
+				s.count(b.links[i], nil)
+				i++
+			}
+		}
+	}
+	if len(b.links) < len(s.cfg.Links) {
+		raw := 0
+		for id, tx := range s.cfg.Links {
+			if raw < len(b.links) && b.links[raw] == id {
+				raw++
+				continue
+			}
+			s.count(id, tx.Send(s.frames[id]))
+		}
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func setRealtime(priority int) error {
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(priority)}
@@ -179,6 +346,20 @@ func sleepUntil(deadline uint64) {
 	for {
 		err := unix.ClockNanosleep(unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME, &ts, nil)
 		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// rawSleepUntil sleeps like sleepUntil without telling the Go scheduler: the thread keeps its
+// P. Signals (the runtime's preemption requests among them) interrupt the sleep, which then
+// goes on to the same absolute deadline.
+func rawSleepUntil(deadline uint64) {
+	ts := unix.NsecToTimespec(int64(deadline))
+	for {
+		_, _, e := unix.RawSyscall6(unix.SYS_CLOCK_NANOSLEEP, unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME,
+			uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+		if e != unix.EINTR {
 			return
 		}
 	}

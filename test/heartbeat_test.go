@@ -214,8 +214,8 @@ func logHas(t *testing.T, n *vcluster.Node, s string) bool {
 
 func TestHeartbeatPartition(t *testing.T) {
 	forBothPaths(t, func(t *testing.T, c *vcluster.Cluster) {
-		n1 := c.Node(1)
-		mark := n1.LogLines()
+		n1, n3 := c.Node(1), c.Node(3)
+		mark, mark3 := n1.LogLines(), n3.LogLines()
 		p, err := c.Net.Partition(netns.PrivateLinks, []int{1, 2}, []int{3})
 		if err != nil {
 			t.Fatal(err)
@@ -227,7 +227,7 @@ func TestHeartbeatPartition(t *testing.T) {
 		if ev.Was != "alive" {
 			t.Errorf("partitioned node went down from %q, want from alive (no detour)", ev.Was)
 		}
-		if _, err := c.Node(3).WaitEvent(mark, wait, isEvent("peer down", 1, -1)); err != nil {
+		if _, err := n3.WaitEvent(mark3, wait, isEvent("peer down", 1, -1)); err != nil {
 			t.Fatal(err)
 		}
 		noEvent(t, n1, mark, "node 2 down", isEvent("peer down", 2, -1))

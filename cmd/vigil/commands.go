@@ -23,6 +23,13 @@ func (StatusCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
+	cs, hasCluster, err := clusterStatus(g)
+	if err != nil {
+		return err
+	}
+	if hasCluster {
+		st.ClusterDB = &cs
+	}
 	if g.JSON {
 		return printJSON(out, st)
 	}
@@ -54,7 +61,14 @@ func (StatusCmd) Run(g *Globals, out io.Writer, now func() time.Time) error {
 		fmt.Fprintf(tw, "Disk heartbeat:\t%s\n", st.DiskHeartbeat)
 	}
 	fmt.Fprintf(tw, "Version:\t%s\n", st.Version)
-	return tw.Flush()
+	if st.ClusterDB == nil {
+		return tw.Flush()
+	}
+	printClusterLines(tw, *st.ClusterDB)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printMembers(out, *st.ClusterDB)
 }
 
 // NodesCmd lists the cluster nodes.

@@ -17,6 +17,9 @@ import (
 	"vigil/internal/nodeconf"
 )
 
+// Stderr is where commands write warnings (bound apart from their output, an io.Writer).
+type Stderr io.Writer
+
 // Globals are the flags every command takes.
 type Globals struct {
 	Socket string `help:"Path of vigild's admin socket (default: ${default})." default:"${socket}" env:"VIGIL_SOCKET" placeholder:"PATH"`
@@ -32,6 +35,9 @@ type CLI struct {
 	Links    LinksCmd    `cmd:"" help:"List the private links to every peer, with RTT and loss."`
 	Counters CountersCmd `cmd:"" help:"Show counters of rejected heartbeat frames."`
 	Keygen   KeygenCmd   `cmd:"" help:"Write a new random 128-bit cluster key file (mode 0600) to copy to every node."`
+	Config   ConfigCmd   `cmd:"" help:"Show, diff, apply, back up and restore the cluster configuration."`
+	Log      LogCmd      `cmd:"" help:"Show the cluster event log: joins, leaves, node states, configuration, leader and quorum changes."`
+	Node     NodeCmd     `cmd:"" help:"Add or remove cluster members."`
 	Version  VersionCmd  `cmd:"" help:"Print the version of this vigil binary."`
 }
 
@@ -79,6 +85,7 @@ func newParser(cli *CLI, stdout, stderr io.Writer, now func() time.Time, exit fu
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.BindTo(stdout, (*io.Writer)(nil)),
+		kong.BindTo(stderr, (*Stderr)(nil)),
 		kong.Bind(&cli.Globals, now),
 	)
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"vigil/control/admin"
+	"vigil/control/cluster"
+	"vigil/control/transport"
 	"vigil/dataplane"
 	"vigil/heartbeat"
 	"vigil/heartbeat/disk"
@@ -34,8 +36,9 @@ type plane interface {
 }
 
 type daemonOptions struct {
-	BPFDir string
-	Log    *slog.Logger
+	BPFDir  string
+	Log     *slog.Logger
+	Cluster clusterFlags
 }
 
 type daemon struct {
@@ -53,8 +56,10 @@ type daemon struct {
 	xdpMode     map[string]string
 	admin       *admin.Server
 	progress    atomic.Uint64
-	ic          *interconnect // nil without an interconnect key
-	disk        *diskBeat     // nil without a disk_heartbeat key
+	cluster     *cluster.Node  // the cluster database; nil when off (see cluster.go)
+	transport   *transport.TCP // the cluster transport; nil when off
+	ic          *interconnect  // nil without an interconnect key
+	disk        *diskBeat      // nil without a disk_heartbeat key
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
@@ -127,6 +132,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)), StartNS: start,
+			CatchupNS: uint64(hb.Interval), // pause compensation: one interval to catch up
 		}
 		ifaces := map[int]heartbeat.Iface{}
 		for _, hl := range d.links {
@@ -154,7 +160,7 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 			Key: key, ClusterID: clusterID, NodeID: uint16(cfg.Node), Incarnation: d.incarnation,
 			DetectNS: detect, StallTimeoutNS: uint64(hb.StallTimeout), ProgressNS: uint64(hb.ProgressTimeout),
 			SweepNS: uint64(hb.Sweep), StartNS: start, Rise: uint32(hb.Rise), NLinks: uint32(len(cfg.Links)),
-			UDPPort: udpPort,
+			UDPPort: udpPort, CatchupNS: uint64(hb.Interval), // pause compensation: one interval to catch up
 		})
 		if err != nil {
 			return d, err
@@ -201,7 +207,10 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if err != nil {
 		return d, err
 	}
-	d.admin = &admin.Server{Provider: d, Log: d.log}
+	if err := d.startCluster(opts.Cluster, key); err != nil {
+		return d, err
+	}
+	d.admin = &admin.Server{Provider: d.provider(), Log: d.log}
 	if err := d.admin.Listen(cfg.AdminSocket); err != nil {
 		return d, err
 	}
@@ -248,6 +257,9 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if err := realtimeProcess(runtimePriority); err != nil {
+		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
+	}
 	rt := make(chan error, 1)
 	wg.Go(func() { d.sender.Run(ctx, rt) })
 	if err := <-rt; err != nil {
@@ -298,13 +310,23 @@ loop:
 			if d.ic != nil {
 				d.ic.sync()
 			}
+			d.clusterHeartbeat(ev)
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()
 			if d.ic != nil {
 				d.ic.sample(time.Duration(heartbeat.MonotonicNow()))
 			}
+			if l := d.sender.TakeLate(); l.WorstNS != 0 {
+				d.log.Warn("heartbeat sender ran late", "woke_ns", l.AtNS, "late", time.Duration(l.WorstNS),
+					"late_ns", l.WorstNS, "late_total", l.Count)
+			}
 		case e := <-serveErr:
+			if e == nil {
+				// Serve returns nil only once ctx has ended and closed it: a shutdown.
+				err = ctx.Err()
+				break loop
+			}
 			err = fmt.Errorf("admin server: %w", e)
 			break loop
 		}
@@ -375,6 +397,7 @@ func (d *daemon) release(detach bool) error {
 	if d.admin != nil {
 		errs = append(errs, d.admin.Close())
 	}
+	errs = append(errs, d.stopCluster())
 	if d.ic != nil {
 		errs = append(errs, d.ic.close(detach))
 	}
@@ -567,5 +590,6 @@ func (d *daemon) Counters() admin.Counters {
 		out[fmt.Sprintf("sent_link%d", id)] = st.Sent
 		out[fmt.Sprintf("send_errors_link%d", id)] = st.Errors
 	}
+	out["sender_late_wakeups"] = d.sender.LateCount()
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -25,13 +26,19 @@ import (
 
 // CLI holds vigild's flags.
 type CLI struct {
-	Config    string           `short:"c" default:"/etc/vigil/node.yaml" type:"path" help:"Node configuration file."`
-	Fallback  bool             `help:"Receive heartbeats in user space (AF_PACKET) instead of XDP, whatever the configuration says."`
-	BPFDir    string           `name:"bpf-dir" default:"/sys/fs/bpf/vigil" type:"path" help:"bpffs directory where eBPF objects are pinned (mounted if needed)."`
-	LogFormat string           `enum:"text,json" default:"text" help:"Log format: text or json."`
-	LogLevel  slog.Level       `default:"info" help:"Log level: debug, info, warn, error."`
-	CheckOnly bool             `name:"check" help:"Validate the configuration and key file, then exit."`
-	Version   kong.VersionFlag `help:"Print the version and exit."`
+	Config    string     `short:"c" default:"/etc/vigil/node.yaml" type:"path" help:"Node configuration file."`
+	Fallback  bool       `help:"Receive heartbeats in user space (AF_PACKET) instead of XDP, whatever the configuration says."`
+	BPFDir    string     `name:"bpf-dir" default:"/sys/fs/bpf/vigil" type:"path" help:"bpffs directory where eBPF objects are pinned (mounted if needed)."`
+	LogFormat string     `enum:"text,json" default:"text" help:"Log format: text or json."`
+	LogLevel  slog.Level `default:"info" help:"Log level: debug, info, warn, error."`
+	CheckOnly bool       `name:"check" help:"Validate the configuration and key file, then exit."`
+	// The cluster database (see cluster.go and the control/cluster package).
+	Witness    bool             `help:"Run as a witness: vote and store the cluster database, host no services."`
+	Join       bool             `help:"With an empty data directory, wait to be added to an existing cluster (vigil node add) instead of founding one with the configured peers."`
+	RaftListen string           `name:"raft-listen" placeholder:"ADDR[:PORT]" help:"Address of this node's cluster transport (default: the first UDP link's address, port 7405)."`
+	RaftPeer   []string         `name:"raft-peer" placeholder:"ID=ADDR[:PORT]" help:"Cluster transport address of a peer (repeatable; default: from the UDP links)."`
+	RaftTick   time.Duration    `name:"raft-tick" default:"10ms" help:"Raft tick: heartbeats every tick, elections after 10-20 ticks without a leader (at once when the heartbeat plane sees the leader down)."`
+	Version    kong.VersionFlag `help:"Print the version and exit."`
 }
 
 func main() {
@@ -76,7 +83,8 @@ func run(cli CLI) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := newDaemon(cfg, key, daemonOptions{BPFDir: cli.BPFDir, Log: log})
+	d, err := newDaemon(cfg, key, daemonOptions{BPFDir: cli.BPFDir, Log: log, Cluster: clusterFlags{
+		Witness: cli.Witness, Join: cli.Join, Listen: cli.RaftListen, Peers: cli.RaftPeer, Tick: cli.RaftTick}})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -309,7 +310,7 @@ func TestBadRequestsKeepConnection(t *testing.T) {
 	for _, tc := range []struct{ line, want string }{
 		{`{"method":`, "invalid JSON"},
 		{`not json`, "invalid JSON"},
-		{`{"method":"reboot"}`, `unknown method "reboot"; known methods: counters, links, nodes, status`},
+		{`{"method":"reboot"}`, `unknown method "reboot"; known methods: cluster, config.apply, config.backup, config.diff, config.restore, config.show, counters, links, links.clear, log, node.add, node.remove, nodes, status`},
 		{`{"method":"links","verbose":true}`, `method "links": unknown field "verbose"`},
 		{`{"Method":"links"}`, `missing "method"`},
 		{`{"method":"links","params":{"peer":2}}`, `method "links": takes no params`},
@@ -349,7 +350,7 @@ func TestOversizedLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var resp response
-	if err := json.Unmarshal([]byte(line), &resp); err != nil || !strings.Contains(resp.Error, "longer than 65536 bytes") {
+	if err := json.Unmarshal([]byte(line), &resp); err != nil || !strings.Contains(resp.Error, fmt.Sprintf("longer than %d bytes", MaxRequestLine)) {
 		t.Fatalf("oversized line: %q, %v", line, err)
 	}
 	// The server closes with the rest of the line unread, which the kernel may report as a reset.

@@ -88,10 +88,16 @@ func (c *Client) Close() error {
 }
 
 // call sends one request and decodes the result into out.
-func (c *Client) call(method string, out any) error { return c.callParams(method, nil, out) }
+func (c *Client) call(method string, out any) error {
+	return c.callParamsTimeout(method, nil, out, callTimeout)
+}
 
-// callParams sends one request with params (nil: none) and decodes the result into out.
 func (c *Client) callParams(method string, params any, out any) error {
+	return c.callParamsTimeout(method, params, out, callTimeout)
+}
+
+// callParamsTimeout sends one request with params (nil: none) and decodes the result.
+func (c *Client) callParamsTimeout(method string, params any, out any, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := request{Method: method}
@@ -106,7 +112,10 @@ func (c *Client) callParams(method string, params any, out any) error {
 	if err != nil {
 		return fmt.Errorf("admin %s: encode request: %w", method, err)
 	}
-	if err := c.conn.SetDeadline(time.Now().Add(callTimeout)); err != nil {
+	if len(req) > MaxRequestLine {
+		return fmt.Errorf("admin %s: request of %d bytes is larger than the %d bytes vigild accepts", method, len(req), MaxRequestLine)
+	}
+	if err := c.conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return fmt.Errorf("admin %s: %w", method, err)
 	}
 	if _, err := c.conn.Write(append(req, '\n')); err != nil {

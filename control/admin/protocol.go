@@ -91,23 +91,34 @@ type response struct {
 // handleLine turns one request line (with or without its newline) into one response line,
 // newline included. It never panics on any input and always returns a single valid JSON object
 // on one line; only a panic inside the Provider escapes it.
-func handleLine(p Provider, line []byte) []byte {
+func handleLine(p Provider, line []byte) []byte { return handleLineAs(p, line, "") }
+
+// handleLineAs is handleLine for a caller named who (for the cluster event log).
+func handleLineAs(p Provider, line []byte, who string) []byte {
 	req, err := parseRequest(line)
 	if err != nil {
 		return errorLine(err.Error())
 	}
 	var value any
-	if pcall, ok := paramMethods[req.Method]; ok {
-		v, err := pcall(p, req.Params)
-		if err != nil {
+	if ccall, ok := clusterMethods[req.Method]; ok {
+		cp, ok := p.(ClusterProvider)
+		if !ok {
+			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), errNoCluster))
+		}
+		if value, err = ccall(cp, req.Params, who); err != nil {
 			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
 		}
-		value = v
+	} else if pcall, ok := paramMethods[req.Method]; ok {
+		if value, err = pcall(p, req.Params); err != nil {
+			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
+		}
 	} else {
 		call, ok := methods[req.Method]
 		if !ok {
 			known := slices.Sorted(maps.Keys(methods))
-			known = append(known, slices.Sorted(maps.Keys(paramMethods))...)
+			known = append(known, slices.Collect(maps.Keys(clusterMethods))...)
+			known = append(known, slices.Collect(maps.Keys(paramMethods))...)
+			slices.Sort(known)
 			return errorLine(fmt.Sprintf("unknown method %s; known methods: %s",
 				quote(req.Method), strings.Join(known, ", ")))
 		}

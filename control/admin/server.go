@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -248,10 +250,12 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		}
 	}()
 
-	if uid, ok, err := peerAllowed(c); err != nil {
+	uid, ok, err := peerAllowed(c)
+	if err != nil {
 		s.logger().Warn("admin connection: cannot read peer credentials; closing", "err", err)
 		return
-	} else if !ok {
+	}
+	if !ok {
 		s.logger().Warn("admin connection from another user refused", "uid", uid)
 		s.write(c, errorLine("permission denied: only root or the user running vigild may use the admin socket"))
 		return
@@ -278,10 +282,18 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			return
 		}
 		// A last line without a newline before EOF is still answered.
-		if !s.write(c, handleLine(s.Provider, line)) || err != nil {
+		if !s.write(c, handleLineAs(s.Provider, line, userName(uid))) || err != nil {
 			return
 		}
 	}
+}
+
+// userName names the user with uid for the event log: its login name, or uid:N.
+func userName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "uid:" + strconv.FormatUint(uint64(uid), 10)
 }
 
 func (s *Server) write(c net.Conn, b []byte) bool {

@@ -17,7 +17,7 @@ const DefaultSocketPath = "/run/vigil/vigild.sock"
 const (
 	// MaxRequestLine is the longest request line accepted, without its newline. The server answers
 	// a longer line with an error and closes the connection.
-	MaxRequestLine = 64 << 10
+	MaxRequestLine = 1 << 20
 	// DefaultIdleTimeout closes a connection that sends no complete request for this long.
 	DefaultIdleTimeout = 30 * time.Second
 	// DefaultMaxConns is the number of connections served at once; further ones are answered
@@ -47,6 +47,9 @@ type Status struct {
 	Policy         string `json:"policy,omitempty"`
 	// DiskHeartbeat is the shared device or file of the disk heartbeat; empty when it is off.
 	DiskHeartbeat string `json:"disk_heartbeat,omitempty"`
+	// ClusterDB is the cluster database's view (membership, quorum, leader); the vigil CLI
+	// fills it in from the "cluster" method, and it is absent when the daemon runs none.
+	ClusterDB *ClusterStatus `json:"cluster_db,omitempty"`
 }
 
 // Node states reported in NodeStatus.State.

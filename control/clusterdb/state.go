@@ -450,3 +450,6 @@ func (s *State) checkRuntimeRef(group, resource string, node int) string {
 	}
 	return ""
 }
+
+// EventKinds returns every kind of event the log holds.
+func EventKinds() []EventKind { return slices.Clone(eventKinds) }

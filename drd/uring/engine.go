@@ -87,6 +87,10 @@ type Engine interface {
 	// Submit validates and starts a batch of requests (one system call for the whole batch
 	// with io_uring).
 	Submit(reqs []Request) (int, error)
+	// SubmitWait is Submit, then waits until at least wait completions are ready (capped at
+	// the number in flight) in the same system call, so a driver that submits and then waits
+	// pays for one system call instead of two. It waits only when every request started.
+	SubmitWait(reqs []Request, wait int) (int, error)
 	// Reap copies completions into out, waiting until at least want are there (want is capped
 	// at the number in flight and at len(out)). Signals do not interrupt it.
 	Reap(out []CQE, want int) (int, error)
@@ -228,7 +232,9 @@ func (e *ringEngine) Kind() Kind     { return KindURing }
 func (e *ringEngine) Reason() string { return e.reason }
 func (e *ringEngine) InFlight() int  { return len(e.slots) - len(e.free) }
 
-func (e *ringEngine) Submit(reqs []Request) (int, error) {
+func (e *ringEngine) Submit(reqs []Request) (int, error) { return e.SubmitWait(reqs, 0) }
+
+func (e *ringEngine) SubmitWait(reqs []Request, wait int) (int, error) {
 	if e.ring.closed {
 		return 0, ErrClosed
 	}
@@ -277,7 +283,11 @@ func (e *ringEngine) Submit(reqs []Request) (int, error) {
 			sqe.SetFixedFile()
 		}
 	}
-	if _, serr := e.ring.Submit(); serr != nil {
+	if err != nil || wait < 0 {
+		wait = 0
+	}
+	wait = min(wait, e.InFlight())
+	if _, serr := e.ring.SubmitAndWait(uint32(wait)); serr != nil {
 		// The requests are in the submission queue and count as in flight; the ring hands
 		// them to the kernel on its next call.
 		err = errors.Join(err, fmt.Errorf("submit: %w", serr))

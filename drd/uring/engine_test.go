@@ -547,3 +547,21 @@ func BenchmarkNopBatch64(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/nop")
 }
+
+// TestSubmitWait: after SubmitWait(reqs, len(reqs)) every completion is ready, so Reap with
+// want 0 returns them all.
+func TestSubmitWait(t *testing.T) {
+	forEachEngine(t, Config{}, func(t *testing.T, e Engine) {
+		reqs := make([]Request, 8)
+		for i := range reqs {
+			reqs[i] = Request{Op: OpNop, UserData: uint64(i)}
+		}
+		if n, err := e.SubmitWait(reqs, 8); n != 8 || err != nil {
+			t.Fatalf("submit wait: %d, %v", n, err)
+		}
+		out := make([]CQE, 16)
+		if n, err := e.Reap(out, 0); n != 8 || err != nil {
+			t.Fatalf("reap after submit wait: %d, %v", n, err)
+		}
+	})
+}

@@ -28,6 +28,9 @@ func (e *syncEngine) Kind() Kind     { return KindSync }
 func (e *syncEngine) Reason() string { return e.reason }
 func (e *syncEngine) InFlight() int  { return len(e.done) }
 
+// SubmitWait is Submit: the synchronous engine's requests are complete when it returns.
+func (e *syncEngine) SubmitWait(reqs []Request, _ int) (int, error) { return e.Submit(reqs) }
+
 func (e *syncEngine) Submit(reqs []Request) (int, error) {
 	if e.closed {
 		return 0, ErrClosed

@@ -38,6 +38,10 @@ type Options struct {
 	UDP bool
 	// Bin is a directory holding vigild and vigil; empty builds them (once per process).
 	Bin string
+	// Witnesses run with --witness (cluster database role witness).
+	Witnesses []int
+	// RaftTick is vigild's --raft-tick; zero: the daemon's default.
+	RaftTick time.Duration
 	// Interconnect is written into every node's configuration as it is (zero: off); see
 	// ClusterNetwork for a network the harness does not use.
 	Interconnect nodeconf.Interconnect
@@ -45,6 +49,10 @@ type Options struct {
 	// file of the cluster's shared directory (Path is filled in).
 	DiskHeartbeat nodeconf.DiskHeartbeat
 }
+
+// RaftPort is the cluster transport's port of every daemon; each listens on its address on
+// the first private link.
+const RaftPort = 7405
 
 // ClusterNetwork is a network for cluster addresses inside 198.18.0.0/15 that the netns
 // harness does not use: node N's cluster address is 198.18.100.N.
@@ -68,8 +76,10 @@ type Node struct {
 	Config string // path of its node.yaml
 	Socket string // admin socket
 	Log    string // its JSON log (stderr)
-	proc   *netns.Proc
-	c      *Cluster
+	// Args are extra vigild flags for the next Start.
+	Args []string
+	proc *netns.Proc
+	c    *Cluster
 }
 
 var (
@@ -253,8 +263,21 @@ func (n *Node) Start() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := n.NS.Command(filepath.Join(n.c.bin, "vigild"), "--config", n.Config,
-		"--bpf-dir", n.c.Net.BPFDir, "--log-format", "json", "--log-level", "debug")
+	args := []string{"--config", n.Config, "--bpf-dir", n.c.Net.BPFDir, "--log-format", "json", "--log-level", "debug",
+		"--raft-listen", netip.AddrPortFrom(netns.Addr(n.ID, netns.Private0), RaftPort).String()}
+	for _, p := range n.c.Nodes {
+		if p.ID != n.ID {
+			args = append(args, "--raft-peer", fmt.Sprintf("%d=%s", p.ID, netip.AddrPortFrom(netns.Addr(p.ID, netns.Private0), RaftPort)))
+		}
+	}
+	if slices.Contains(n.c.Opts.Witnesses, n.ID) {
+		args = append(args, "--witness")
+	}
+	if n.c.Opts.RaftTick != 0 {
+		args = append(args, "--raft-tick", n.c.Opts.RaftTick.String())
+	}
+	args = append(args, n.Args...)
+	cmd := n.NS.Command(filepath.Join(n.c.bin, "vigild"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := n.NS.Start(cmd)
 	if err != nil {

@@ -1,0 +1,247 @@
+// Command vigil-drd is the interim standalone DRD server: it serves DRD devices given on the
+// command line to local clients (shared-memory rings on a unix socket), remote clients (block
+// shipping on a framed TCP socket) and NBD clients. It exists until device definitions live in
+// the cluster database and vigild serves them over the cluster transport; all the logic is in
+// drd/. It also runs the DRD verifier as a client (vigil-drd verify).
+//
+//	vigil-drd serve --device db0=/dev/vdb --epoch-file /var/lib/vigil/drd.epoch \
+//	    --local /run/vigil/drd.sock --listen 198.18.1.1:7790 --nbd-unix /run/vigil/nbd.sock
+//	vigil-drd verify --device db0 --local /run/vigil/drd.sock --connect 198.18.1.1:7790 --duration 30s
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"vigil/drd"
+	"vigil/drd/nbd"
+	"vigil/drd/server"
+	"vigil/drd/verify"
+	"vigil/drd/wire"
+)
+
+// CLI is the command tree.
+type CLI struct {
+	Serve  ServeCmd  `cmd:"" help:"Serve DRD devices until SIGTERM or SIGINT."`
+	Verify VerifyCmd `cmd:"" help:"Run the DRD verifier against a served device and check every acknowledged write."`
+}
+
+// ServeCmd serves devices.
+type ServeCmd struct {
+	Device     []string      `required:"" help:"A device to serve, NAME=PATH (a file or block device on a file system with O_DIRECT). Repeatable." placeholder:"NAME=PATH"`
+	EpochFile  string        `required:"" type:"path" help:"File holding the last epoch; the server takes the next one and writes it back (durably) before serving. Share it between the nodes that can serve the devices." placeholder:"FILE"`
+	Local      string        `type:"path" help:"Unix socket (SOCK_SEQPACKET) of the shared-memory local path." placeholder:"PATH"`
+	Listen     string        `help:"TCP address of the remote path (framed block shipping)." placeholder:"ADDR:PORT"`
+	NBDUnix    string        `name:"nbd-unix" type:"path" help:"Unix socket of the NBD export." placeholder:"PATH"`
+	NBDTCP     string        `name:"nbd-tcp" help:"TCP address of the NBD export (loopback or a private network: NBD has no TLS here)." placeholder:"ADDR:PORT"`
+	QueueDepth int           `default:"64" help:"Requests in flight per remote or NBD session."`
+	SlotSize   int           `default:"262144" help:"Largest request of a remote or NBD session, bytes."`
+	Sync       bool          `help:"Use the synchronous pread/pwrite engine instead of io_uring."`
+	Grace      time.Duration `default:"5s" help:"How long SIGTERM waits for requests in flight."`
+}
+
+func parseDevices(specs []string) ([][2]string, error) {
+	var out [][2]string
+	for _, s := range specs {
+		name, path, ok := strings.Cut(s, "=")
+		if !ok || name == "" || path == "" {
+			return nil, fmt.Errorf("--device %q: want NAME=PATH", s)
+		}
+		out = append(out, [2]string{name, path})
+	}
+	return out, nil
+}
+
+// nextEpoch reads the epoch file, increments it and writes it back durably.
+func nextEpoch(path string) (uint64, error) {
+	var last uint64
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return 0, fmt.Errorf("epoch file: %w", err)
+	default:
+		if last, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err != nil {
+			return 0, fmt.Errorf("epoch file %s: %w", path, err)
+		}
+	}
+	epoch := last + 1
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("epoch file: %w", err)
+	}
+	_, werr := fmt.Fprintf(f, "%d\n", epoch)
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("epoch file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, fmt.Errorf("epoch file: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return epoch, nil
+}
+
+// Run serves until a signal.
+func (c *ServeCmd) Run(log *slog.Logger) error {
+	specs, err := parseDevices(c.Device)
+	if err != nil {
+		return err
+	}
+	if c.Local == "" && c.Listen == "" && c.NBDUnix == "" && c.NBDTCP == "" {
+		return errors.New("nothing to serve on: give --local, --listen, --nbd-unix or --nbd-tcp")
+	}
+	var devs []*server.Device
+	defer func() {
+		for _, d := range devs {
+			d.Close()
+		}
+	}()
+	for _, s := range specs {
+		d, err := server.OpenDevice(s[0], s[1])
+		if err != nil {
+			return err
+		}
+		devs = append(devs, d)
+	}
+	epoch, err := nextEpoch(c.EpochFile)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Devices: devs, Epoch: epoch, QueueDepth: c.QueueDepth,
+		SlotSize: c.SlotSize, DisableURing: c.Sync, Logger: log})
+	if err != nil {
+		return err
+	}
+	nbdSrv := nbd.NewServer(srv, log)
+	errc := make(chan error, 4)
+	if c.Local != "" {
+		os.Remove(c.Local) // a socket left by a killed predecessor
+		l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: c.Local, Net: "unixpacket"})
+		if err != nil {
+			return fmt.Errorf("--local: %w", err)
+		}
+		go func() { errc <- srv.ServeLocal(l) }()
+	}
+	if c.Listen != "" {
+		l, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		go func() { errc <- srv.ServeNet(l) }()
+	}
+	if c.NBDUnix != "" {
+		os.Remove(c.NBDUnix)
+		l, err := net.Listen("unix", c.NBDUnix)
+		if err != nil {
+			return fmt.Errorf("--nbd-unix: %w", err)
+		}
+		go func() { errc <- nbdSrv.Serve(l) }()
+	}
+	if c.NBDTCP != "" {
+		l, err := net.Listen("tcp", c.NBDTCP)
+		if err != nil {
+			return fmt.Errorf("--nbd-tcp: %w", err)
+		}
+		go func() { errc <- nbdSrv.Serve(l) }()
+	}
+	log.Info("drd serving", "epoch", epoch, "devices", c.Device)
+	fmt.Printf("ready epoch=%d\n", epoch)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		log.Info("drd stopping", "signal", s)
+	case err = <-errc:
+	}
+	done := make(chan error, 1)
+	go func() { done <- errors.Join(nbdSrv.Close(), srv.Close()) }()
+	select {
+	case cerr := <-done:
+		return errors.Join(err, cerr)
+	case <-time.After(c.Grace):
+		return errors.Join(err, fmt.Errorf("requests still in flight after %v", c.Grace))
+	}
+}
+
+// VerifyCmd runs the verifier as a client.
+type VerifyCmd struct {
+	Device     string        `required:"" help:"Device name."`
+	Local      string        `type:"path" help:"Unix socket of the local path, tried first." placeholder:"PATH"`
+	Connect    []string      `help:"TCP addresses of the remote path, tried in turn (the nodes that may serve the device)." placeholder:"ADDR:PORT"`
+	FirstBlock uint64        `default:"0" help:"First block of the range this verifier owns."`
+	Blocks     uint64        `default:"1024" help:"Number of blocks this verifier owns."`
+	Workers    int           `default:"8" help:"Concurrent workers."`
+	Duration   time.Duration `default:"10s" help:"How long to run before the final check."`
+	Reconnect  time.Duration `default:"30s" help:"How long to keep reconnecting to a lost server."`
+}
+
+// Run runs the workload and the final check and prints the result as JSON.
+func (c *VerifyCmd) Run(log *slog.Logger) error {
+	opt := drd.Options{LocalSocket: c.Local, ReconnectTimeout: c.Reconnect, Logger: log, QueueDepth: c.Workers * 2}
+	if len(c.Connect) > 0 {
+		opt.Dial = DialAny(c.Connect)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	dev, err := drd.Open(ctx, c.Device, opt)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	v, err := verify.New(dev, verify.Config{FirstBlock: c.FirstBlock, Blocks: c.Blocks, Workers: c.Workers, Seed: uint64(time.Now().UnixNano())})
+	if err != nil {
+		return err
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), c.Duration)
+	defer cancel()
+	runErr := v.Run(ctx)
+	checkErr := v.Check()
+	json.NewEncoder(os.Stdout).Encode(map[string]any{"writes": v.Stats.Writes.Load(), "reads": v.Stats.Reads.Load(),
+		"failed": v.Stats.Failed.Load(), "blocks_written": v.Acked(), "epoch": dev.Epoch(), "path": dev.Path()})
+	return errors.Join(runErr, checkErr)
+}
+
+// DialAny returns a dialer that tries each TCP address in turn.
+func DialAny(addrs []string) func(ctx context.Context) (wire.Conn, error) {
+	return func(ctx context.Context) (wire.Conn, error) {
+		var errs []error
+		for _, a := range addrs {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err == nil {
+				return wire.NewFrameConn(c), nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}
+}
+
+func main() {
+	var cli CLI
+	kctx := kong.Parse(&cli, kong.Name("vigil-drd"),
+		kong.Description("Interim standalone DRD server and verifier (until vigild serves DRD devices from the cluster database)."))
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := kctx.Run(log); err != nil {
+		fmt.Fprintln(os.Stderr, "vigil-drd:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"vigil/control/admin"
+	"vigil/control/cluster"
+	"vigil/control/clusterdb"
+	"vigil/control/transport"
+	"vigil/heartbeat"
+	"vigil/internal/nodeconf"
+)
+
+// DefaultRaftPort is the TCP port of the cluster transport when --raft-listen gives none.
+const DefaultRaftPort = 7405
+
+// clusterFlags are vigild's flags for the cluster database.
+type clusterFlags struct {
+	Witness bool
+	Join    bool
+	Listen  string
+	Peers   []string
+	Tick    time.Duration
+}
+
+// raftAddrs works out where this node listens for the cluster transport and where it reaches
+// each peer: from --raft-listen and --raft-peer, else from the cluster addresses of the
+// interconnect (so that the eBPF link selection carries the streams over every private
+// link), else from the UDP heartbeat links (the first one's addresses); the port is
+// DefaultRaftPort. An invalid listen address means the cluster database is off (no way to
+// reach the peers was given).
+func raftAddrs(cfg *nodeconf.Config, f clusterFlags) (netip.AddrPort, map[transport.NodeID]netip.AddrPort, error) {
+	peers := map[transport.NodeID]netip.AddrPort{}
+	var listen netip.AddrPort
+	if ic := cfg.Interconnect; ic.Enabled() {
+		listen = netip.AddrPortFrom(ic.ClusterAddr(cfg.Node), DefaultRaftPort)
+		for _, p := range cfg.Peers {
+			peers[transport.NodeID(p.ID)] = netip.AddrPortFrom(ic.ClusterAddr(p.ID), DefaultRaftPort)
+		}
+	}
+	for l, link := range cfg.Links {
+		if !link.IsUDP() || listen.IsValid() {
+			continue
+		}
+		listen = netip.AddrPortFrom(link.UDP.Addr(), DefaultRaftPort)
+		for _, p := range cfg.Peers {
+			if p.UDP[l].IsValid() {
+				peers[transport.NodeID(p.ID)] = netip.AddrPortFrom(p.UDP[l].Addr(), DefaultRaftPort)
+			}
+		}
+		break
+	}
+	if f.Listen != "" {
+		a, err := parseAddr(f.Listen)
+		if err != nil {
+			return listen, nil, fmt.Errorf("--raft-listen %q: %w", f.Listen, err)
+		}
+		listen = a
+	}
+	known := map[int]bool{}
+	for _, p := range cfg.Peers {
+		known[p.ID] = true
+	}
+	for _, s := range f.Peers {
+		id, addr, ok := strings.Cut(s, "=")
+		n, err := strconv.Atoi(id)
+		if !ok || err != nil || n < 1 || n > nodeconf.MaxNodeID {
+			return listen, nil, fmt.Errorf("--raft-peer %q: want ID=ADDR:PORT with ID 1..%d", s, nodeconf.MaxNodeID)
+		}
+		if !known[n] {
+			return listen, nil, fmt.Errorf("--raft-peer %q: node %d is not a peer in the node configuration", s, n)
+		}
+		a, err := parseAddr(addr)
+		if err != nil {
+			return listen, nil, fmt.Errorf("--raft-peer %q: %w", s, err)
+		}
+		peers[transport.NodeID(n)] = a
+	}
+	if listen.IsValid() {
+		for _, p := range cfg.Peers {
+			if _, ok := peers[transport.NodeID(p.ID)]; !ok {
+				return listen, nil, fmt.Errorf("no cluster transport address for peer %d: give --raft-peer %d=ADDR:PORT", p.ID, p.ID)
+			}
+		}
+	}
+	return listen, peers, nil
+}
+
+func parseAddr(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddrPort(s); err == nil {
+		return a, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("not an address or address:port")
+	}
+	return netip.AddrPortFrom(a, DefaultRaftPort), nil
+}
+
+// startCluster starts the transport and this node's replica of the cluster database.
+func (d *daemon) startCluster(f clusterFlags, key [16]byte) error {
+	listen, peers, err := raftAddrs(d.cfg, f)
+	if err != nil {
+		return err
+	}
+	if !listen.IsValid() {
+		d.log.Warn("cluster database off: no address for the cluster transport (give --raft-listen and --raft-peer, or use UDP links)")
+		return nil
+	}
+	d.transport, err = transport.NewTCP(transport.TCPConfig{
+		Local: transport.NodeID(d.cfg.Node), Key: key[:], Listen: listen, Peers: peers,
+		RTOMin: 5 * time.Millisecond, Logger: d.log,
+	})
+	if err != nil {
+		return err
+	}
+	role := clusterdb.RoleMember
+	if f.Witness {
+		role = clusterdb.RoleWitness
+	}
+	var ids []int
+	for _, p := range d.cfg.Peers {
+		ids = append(ids, p.ID)
+	}
+	name := d.cfg.Name
+	if name == "" {
+		name = "node" + strconv.Itoa(d.cfg.Node)
+	}
+	d.cluster, err = cluster.Start(cluster.Options{
+		ID: d.cfg.Node, Name: name, Role: role, DataDir: d.cfg.DataDir, Peers: ids, Join: f.Join,
+		Transport: d.transport, TickInterval: f.Tick, SeqStart: d.incarnation, Log: d.log,
+	})
+	if err != nil {
+		d.transport.Close()
+		d.transport = nil
+		return err
+	}
+	d.log.Info("cluster database started", "role", string(role), "listen", listen.String(), "join", f.Join)
+	return nil
+}
+
+// provider is what the admin API serves: the daemon, with the cluster methods when the
+// cluster database runs.
+func (d *daemon) provider() admin.Provider {
+	if d.cluster == nil {
+		return d
+	}
+	return struct {
+		*daemon
+		*cluster.Node
+	}{d, d.cluster}
+}
+
+// clusterHeartbeat passes the heartbeat plane's verdicts to the transport and raft: a link
+// down nudges the streams to that peer (the eBPF link selection already moved their packets to
+// a live link; the nudge makes TCP re-send at once what the failed link lost); a peer down on
+// every channel breaks its streams at once and, if it led, starts an election.
+func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
+	if d.transport != nil && ev.Kind == heartbeat.EventLink && heartbeat.LinkState(ev.State) == heartbeat.LinkDown {
+		d.transport.Nudge(transport.NodeID(ev.Peer))
+		return
+	}
+	if d.cluster == nil || ev.Kind != heartbeat.EventPeer {
+		return
+	}
+	switch heartbeat.PeerState(ev.State) {
+	case heartbeat.PeerDown:
+		d.transport.Reset(transport.NodeID(ev.Peer))
+		d.cluster.PeerDown(int(ev.Peer))
+	case heartbeat.PeerAlive:
+		d.cluster.PeerUp(int(ev.Peer))
+	}
+}
+
+// stopCluster stops the replica and the transport.
+func (d *daemon) stopCluster() error {
+	var err error
+	if d.cluster != nil {
+		err = d.cluster.Close()
+	}
+	if d.transport != nil {
+		if e := d.transport.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}

@@ -1,0 +1,479 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"vigil/control/clusterdb"
+	"vigil/control/transport"
+)
+
+// ReplicaConfig configures a Replica.
+type ReplicaConfig struct {
+	Core      Config
+	Transport transport.Transport
+	// TickInterval is the length of one raft tick (default 10ms).
+	TickInterval time.Duration
+	Log          *slog.Logger
+	// Now is the wall clock (default time.Now); it stamps the core's own commands.
+	Now func() time.Time
+}
+
+// Replica runs a Core: one goroutine feeds it ticks and the raft messages peers send over
+// the transport, and sends what it hands back; callers propose and read through it. All calls
+// on the Core are serialised by one mutex, so every Ready is handled in order.
+type Replica struct {
+	cfg  ReplicaConfig
+	log  *slog.Logger
+	tr   transport.Transport
+	self uint64
+
+	mu      sync.Mutex
+	core    *Core
+	waiters map[uint64]chan Done
+	peers   map[uint64]*peerSender
+	watch   []chan struct{} // woken after every applied change (vigil log --follow)
+	closed  bool
+
+	inbox  chan *raftpb.Message
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// peerSender carries this node's messages to one peer on its own stream.
+type peerSender struct {
+	id    uint64
+	queue chan outMsg
+}
+
+type outMsg struct {
+	data []byte
+	snap bool
+}
+
+const (
+	inboxSize     = 4096
+	peerQueueSize = 1024
+)
+
+// StartReplica restores the core from its storage and starts the loop. The caller must Close
+// it.
+func StartReplica(cfg ReplicaConfig) (*Replica, error) {
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = 10 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	core, err := NewCore(cfg.Core)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := cfg.Transport.Listen(transport.ServiceRaft)
+	if err != nil {
+		return nil, fmt.Errorf("replica: listen for raft messages: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Replica{
+		cfg: cfg, log: cfg.Log, tr: cfg.Transport, self: cfg.Core.ID, core: core,
+		waiters: map[uint64]chan Done{}, peers: map[uint64]*peerSender{},
+		inbox: make(chan *raftpb.Message, inboxSize), ctx: ctx, cancel: cancel,
+	}
+	st := core.Status()
+	r.log.Info("cluster database opened", "applied", st.Applied, "last_index", st.LastIndex,
+		"snapshot_index", st.SnapshotIndex, "voters", st.Voters, "role", string(cfg.Core.Role))
+	r.wg.Go(func() { r.accept(ctx, ln) })
+	r.wg.Go(func() { r.loop(ctx) })
+	return r, nil
+}
+
+// Close stops the replica; waiting callers get ErrStopped.
+func (r *Replica) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	for seq, ch := range r.waiters {
+		ch <- Done{Seq: seq, Err: ErrStopped}
+		delete(r.waiters, seq)
+	}
+	for _, w := range r.watch {
+		close(w)
+	}
+	r.watch = nil
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Replica) loop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.mu.Lock()
+			r.core.Tick(r.cfg.Now())
+			r.process()
+			r.mu.Unlock()
+		case m := <-r.inbox:
+			r.mu.Lock()
+			for {
+				if err := r.core.Step(m); err != nil && !errors.Is(err, ErrFaulted) {
+					r.log.Debug("raft message refused", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
+				}
+				// Step everything that arrived before one Ready: fewer fsyncs under load.
+				select {
+				case m = <-r.inbox:
+					continue
+				default:
+				}
+				break
+			}
+			r.process()
+			r.mu.Unlock()
+		}
+	}
+}
+
+// process runs the core's Ready and dispatches its output. r.mu is held.
+func (r *Replica) process() {
+	out, err := r.core.Ready()
+	for _, m := range out.Messages {
+		r.send(m)
+	}
+	for _, d := range out.Done {
+		if ch, ok := r.waiters[d.Seq]; ok {
+			ch <- d
+			delete(r.waiters, d.Seq)
+		}
+	}
+	changed := false
+	for _, n := range out.Notes {
+		r.logNote(n)
+		changed = changed || n.Kind == NoteEvent || n.Kind == NoteSnapshot
+	}
+	if changed {
+		for _, w := range r.watch {
+			close(w)
+		}
+		r.watch = nil
+	}
+	if err != nil && len(out.Notes) == 0 {
+		r.log.Debug("cluster database faulted", "err", err)
+	}
+}
+
+func (r *Replica) logNote(n Note) {
+	switch n.Kind {
+	case NoteLeader:
+		if n.Leader == 0 {
+			r.log.Warn("raft: no leader", "term", n.Term)
+		} else {
+			r.log.Info("raft leader", "leader", n.Leader, "term", n.Term, "self", n.Leader == r.self)
+		}
+	case NoteQuorum:
+		if n.Quorate {
+			r.log.Info("quorum gained", "detail", n.Text, "leader", n.Leader, "term", n.Term)
+		} else {
+			r.log.Warn("quorum lost: changes are refused and reads are stale", "detail", n.Text, "term", n.Term)
+		}
+	case NoteState:
+		r.log.Info("membership state", "state", string(n.State))
+	case NoteEvent:
+		e := n.Event
+		r.log.Info("cluster event", "index", e.Index, "kind", string(e.Kind), "about_node", e.Node, "who", e.Who, "what", e.What)
+	case NoteRejected:
+		r.log.Warn("cluster database refused an entry", "index", n.Index, "err", n.Err)
+	case NoteConf:
+		r.log.Info("raft configuration changed", "index", n.Index, "change", n.Text, "voters", n.Voters)
+	case NoteFault:
+		r.log.Error("cluster database faulted: this node no longer takes part", "err", n.Err)
+	case NoteCampaign:
+		r.log.Info("early election", "detail", n.Text)
+	case NoteSnapshot:
+		r.log.Debug("snapshot", "index", n.Index, "detail", n.Text)
+	case NoteReconciled:
+		r.log.Debug("membership record", "detail", n.Text)
+	}
+}
+
+// send queues m for its peer; a full queue drops it (raft re-sends) and reports the peer
+// unreachable. r.mu is held: raft's messages are marshalled here, inside the loop, as raft's
+// doc.go asks.
+func (r *Replica) send(m *raftpb.Message) {
+	to := m.GetTo()
+	if to == r.self {
+		return
+	}
+	data, err := proto.Marshal(m)
+	if err != nil {
+		r.log.Error("marshal raft message", "err", err)
+		return
+	}
+	p := r.peers[to]
+	if p == nil {
+		p = &peerSender{id: to, queue: make(chan outMsg, peerQueueSize)}
+		r.peers[to] = p
+		r.wg.Go(func() { r.sender(r.ctx, p) })
+	}
+	select {
+	case p.queue <- outMsg{data: data, snap: m.GetType() == raftpb.MsgSnap}:
+	default:
+		r.core.ReportUnreachable(to)
+		if m.GetType() == raftpb.MsgSnap {
+			r.core.ReportSnapshot(to, false)
+		}
+	}
+}
+
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// sender keeps one stream to the peer and writes the queued messages to it.
+func (r *Replica) sender(ctx context.Context, p *peerSender) {
+	var conn transport.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	backoff := time.Duration(0)
+	for {
+		var m outMsg
+		select {
+		case <-ctx.Done():
+			return
+		case m = <-p.queue:
+		}
+		if conn == nil {
+			dctx, cancel := context.WithTimeout(ctx, time.Second)
+			c, err := r.tr.Dial(dctx, transport.NodeID(p.id), transport.ServiceRaft)
+			cancel()
+			if err != nil {
+				r.unreachable(p.id, m.snap)
+				// Drop what is queued meanwhile: raft re-sends on its own.
+				backoff = min(max(2*backoff, 5*time.Millisecond), 100*time.Millisecond)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				r.drain(p)
+				continue
+			}
+			conn, backoff = c, 0
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := conn.Send(sctx, m.data)
+		cancel()
+		if err != nil {
+			conn.Close()
+			conn = nil
+			r.unreachable(p.id, m.snap)
+			continue
+		}
+		if m.snap {
+			r.mu.Lock()
+			if !r.closed {
+				r.core.ReportSnapshot(p.id, true)
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *Replica) drain(p *peerSender) {
+	for {
+		select {
+		case m := <-p.queue:
+			if m.snap {
+				r.unreachable(p.id, true)
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (r *Replica) unreachable(id uint64, snap bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.core.ReportUnreachable(id)
+	if snap {
+		r.core.ReportSnapshot(id, false)
+	}
+}
+
+// accept receives the streams peers open to this node's raft service.
+func (r *Replica) accept(ctx context.Context, ln transport.Listener) {
+	defer ln.Close()
+	for {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			return
+		}
+		r.wg.Go(func() { r.receive(ctx, c) })
+	}
+}
+
+func (r *Replica) receive(ctx context.Context, c transport.Conn) {
+	defer c.Close()
+	peer := uint64(c.Peer())
+	for {
+		data, err := c.Recv(ctx)
+		if err != nil {
+			return
+		}
+		m := &raftpb.Message{}
+		if err := proto.Unmarshal(data, m); err != nil {
+			r.log.Warn("bad raft message; closing the stream", "peer", peer, "err", err)
+			return
+		}
+		if m.GetFrom() != peer || m.GetTo() != r.self {
+			r.log.Warn("raft message with wrong addresses; closing the stream", "peer", peer,
+				"from", m.GetFrom(), "to", m.GetTo())
+			return
+		}
+		select {
+		case r.inbox <- m:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// wait registers a waiter for seq. r.mu is held.
+func (r *Replica) waiter(seq uint64) chan Done {
+	ch := make(chan Done, 1)
+	r.waiters[seq] = ch
+	return ch
+}
+
+func (r *Replica) await(ctx context.Context, seq uint64, ch chan Done) (Done, error) {
+	select {
+	case d := <-ch:
+		return d, d.Err
+	case <-ctx.Done():
+		r.mu.Lock()
+		delete(r.waiters, seq)
+		r.mu.Unlock()
+		return Done{}, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
+	}
+}
+
+// do runs a request on the core and waits for its outcome.
+func (r *Replica) do(ctx context.Context, f func(c *Core) (uint64, error)) (Done, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return Done{}, ErrStopped
+	}
+	seq, err := f(r.core)
+	if err != nil {
+		r.mu.Unlock()
+		return Done{}, err
+	}
+	ch := r.waiter(seq)
+	r.process()
+	r.mu.Unlock()
+	return r.await(ctx, seq, ch)
+}
+
+// Propose commits a command and returns what the database did with it: Result.Err says why
+// it was refused (ErrRejected, ErrConflict, ...). Without quorum it fails with ErrNoQuorum.
+func (r *Replica) Propose(ctx context.Context, cmd clusterdb.Command) (clusterdb.Result, error) {
+	if cmd.At.IsZero() {
+		cmd.At = r.cfg.Now()
+	}
+	d, err := r.do(ctx, func(c *Core) (uint64, error) { return c.Propose(cmd) })
+	return d.Result, err
+}
+
+// AddNode adds a voting member (see Core.AddNode).
+func (r *Replica) AddNode(ctx context.Context, id uint64, name string, role clusterdb.Role, who string) (clusterdb.Result, error) {
+	d, err := r.do(ctx, func(c *Core) (uint64, error) { return c.AddNode(id, name, role, who) })
+	return d.Result, err
+}
+
+// RemoveNode removes a member (see Core.RemoveNode).
+func (r *Replica) RemoveNode(ctx context.Context, id uint64, reason, who string) (clusterdb.Result, error) {
+	d, err := r.do(ctx, func(c *Core) (uint64, error) { return c.RemoveNode(id, reason, who) })
+	return d.Result, err
+}
+
+// Read returns the database after a linearizable read: every change committed before Read
+// was called is in it. Without quorum it fails; View then still gives the local copy.
+func (r *Replica) Read(ctx context.Context) (clusterdb.View, error) {
+	if _, err := r.do(ctx, func(c *Core) (uint64, error) { return c.Read() }); err != nil {
+		return clusterdb.View{}, err
+	}
+	return r.View(), nil
+}
+
+// View returns the local copy of the database, marked stale when this node is not quorate.
+func (r *Replica) View() clusterdb.View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.core.View()
+}
+
+// Status returns the core's status.
+func (r *Replica) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.core.Status()
+}
+
+// Changed returns a channel closed after the next change to the database (or on Close).
+func (r *Replica) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return closedCh
+	}
+	ch := make(chan struct{})
+	r.watch = append(r.watch, ch)
+	return ch
+}
+
+// PeerDown passes the heartbeat plane's verdict (peer down on every channel) to the core,
+// which starts an early election if the peer led.
+func (r *Replica) PeerDown(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	for _, n := range r.core.PeerDown(id) {
+		r.logNote(n)
+	}
+	r.process()
+}
+
+// PeerUp withdraws a PeerDown.
+func (r *Replica) PeerUp(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.core.PeerUp(id)
+	}
+}

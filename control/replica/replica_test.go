@@ -1,0 +1,187 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"vigil/control/clusterdb"
+	"vigil/control/raftstore"
+	"vigil/control/transport"
+)
+
+// liveCluster runs Replicas on raftstore directories over an in-memory transport, in real
+// time with short ticks. Tests check behaviour; bounds are generous.
+type liveCluster struct {
+	t    *testing.T
+	net  *transport.Memory
+	dirs []string
+	reps []*Replica
+	sts  []*raftstore.Store
+	n    int
+}
+
+func newLiveCluster(t *testing.T, n int) *liveCluster {
+	lc := &liveCluster{t: t, net: transport.NewMemory(), n: n, reps: make([]*Replica, n+1), dirs: make([]string, n+1),
+		sts: make([]*raftstore.Store, n+1)}
+	var voters []uint64
+	for id := 1; id <= n; id++ {
+		voters = append(voters, uint64(id))
+	}
+	for id := 1; id <= n; id++ {
+		lc.dirs[id] = t.TempDir()
+		st, err := raftstore.Open(lc.dirs[id], raftstore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Bootstrap(st, voters); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		lc.start(id)
+	}
+	t.Cleanup(func() {
+		for id, r := range lc.reps {
+			if r != nil {
+				r.Close()
+				lc.sts[id].Close()
+			}
+		}
+	})
+	return lc
+}
+
+func (lc *liveCluster) start(id int) {
+	st, err := raftstore.Open(lc.dirs[id], raftstore.Options{})
+	if err != nil {
+		lc.t.Fatal(err)
+	}
+	r, err := StartReplica(ReplicaConfig{
+		Core: Config{ID: uint64(id), Name: SimNodeName(uint64(id)), Storage: st, ElectionTick: 10, HeartbeatTick: 1,
+			SeqStart: uint64(time.Now().UnixNano())},
+		Transport:    lc.net.Node(transport.NodeID(id)),
+		TickInterval: 5 * time.Millisecond,
+	})
+	if err != nil {
+		lc.t.Fatal(err)
+	}
+	lc.reps[id], lc.sts[id] = r, st
+}
+
+// stop closes replica id and cuts it off, as a killed process.
+func (lc *liveCluster) stop(id int) {
+	lc.reps[id].Close()
+	lc.sts[id].Close()
+	lc.reps[id] = nil
+	lc.net.Node(transport.NodeID(id)).Close()
+}
+
+func (lc *liveCluster) waitLeader(ids ...int) uint64 {
+	lc.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var lead uint64
+		ok := true
+		for _, id := range ids {
+			st := lc.reps[id].Status()
+			if st.Leader == 0 || lead != 0 && st.Leader != lead || !st.Quorate {
+				ok = false
+				break
+			}
+			lead = st.Leader
+		}
+		if ok {
+			return lead
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	lc.t.Fatalf("no common leader among %v", ids)
+	return 0
+}
+
+func (lc *liveCluster) write(id, value int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cfg := (&Sim{}).Config(lc.n, value)
+	res, err := lc.reps[id].Propose(ctx, clusterdb.Command{Who: "test", Payload: &clusterdb.ApplyConfig{Config: cfg}})
+	if err == nil && !res.OK() {
+		err = res.Err
+	}
+	return err
+}
+
+func TestReplicaOverTransport(t *testing.T) {
+	lc := newLiveCluster(t, 3)
+	lead := int(lc.waitLeader(1, 2, 3))
+	follower := lead%3 + 1
+	// A write through a follower is forwarded to the leader; a linearizable read anywhere
+	// sees it.
+	if err := lc.write(follower, 1); err != nil {
+		t.Fatal(err)
+	}
+	for id := 1; id <= 3; id++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		v, err := lc.reps[id].Read(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("read on node %d: %v", id, err)
+		}
+		if SimValue(v.State) != 1 || v.Stale {
+			t.Fatalf("read on node %d: %v, value %d, stale %v", id, err, SimValue(v.State), v.Stale)
+		}
+	}
+	// Kill the leader; tell the others, as the heartbeat plane would; they elect another
+	// leader and commit.
+	lc.stop(lead)
+	var rest []int
+	for id := 1; id <= 3; id++ {
+		if id != lead {
+			rest = append(rest, id)
+			lc.reps[id].PeerDown(uint64(lead))
+		}
+	}
+	newLead := int(lc.waitLeader(rest...))
+	if newLead == lead {
+		t.Fatalf("leader %d again", lead)
+	}
+	if err := lc.write(rest[0], 2); err != nil {
+		t.Fatal(err)
+	}
+	// Cut the last two apart: neither has quorum; proposals fail with ErrNoQuorum and reads
+	// are marked stale.
+	lc.net.Partition(transport.NodeID(rest[0]), transport.NodeID(rest[1]))
+	deadline := time.Now().Add(5 * time.Second)
+	for lc.reps[rest[0]].Status().Quorate || lc.reps[rest[1]].Status().Quorate {
+		if time.Now().After(deadline) {
+			t.Fatal("nodes cut apart still quorate")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := lc.write(rest[0], 3)
+	if !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("write without quorum: %v", err)
+	}
+	// (It may not have learned that 2 was committed before the cut.)
+	if v := lc.reps[rest[1]].View(); !v.Stale || SimValue(v.State) < 1 {
+		t.Fatalf("view without quorum: stale %v, value %d", v.Stale, SimValue(v.State))
+	}
+	// Heal and restart the old leader from its directory: it catches up.
+	lc.net.Heal(transport.NodeID(rest[0]), transport.NodeID(rest[1]))
+	lc.start(lead)
+	lc.waitLeader(1, 2, 3)
+	if err := lc.write(lead, 4); err != nil {
+		t.Fatal(err)
+	}
+	for id := 1; id <= 3; id++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		v, err := lc.reps[id].Read(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("read on node %d after the restart: %v", id, err)
+		}
+		if SimValue(v.State) != 4 {
+			t.Fatalf("read on node %d after the restart: %v, value %d", id, err, SimValue(v.State))
+		}
+	}
+}

@@ -1,0 +1,281 @@
+package drd_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"vigil/drd"
+	"vigil/drd/server"
+	"vigil/drd/wire"
+)
+
+type testEnv struct {
+	t       *testing.T
+	backing string
+	sock    string // local path socket
+	tcp     string // remote path address
+	mu      sync.Mutex
+	srv     *server.Server
+	dev     *server.Device
+	epoch   uint64
+}
+
+func newEnv(t *testing.T, size int64) *testEnv {
+	dir, err := os.MkdirTemp("/var/tmp", "drd-client-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e := &testEnv{t: t, backing: filepath.Join(dir, "disk"), sock: filepath.Join(dir, "drd.sock")}
+	if err := os.WriteFile(e.backing, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(e.backing, size); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.stop)
+	return e
+}
+
+// start starts a server incarnation with the next epoch on the same socket and address.
+func (e *testEnv) start() {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.epoch++
+	dev, err := server.OpenDevice("d0", e.backing)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Devices: []*server.Device{dev}, Epoch: e.epoch, QueueDepth: 16, SlotSize: 64 << 10})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	os.Remove(e.sock)
+	ul, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: e.sock, Net: "unixpacket"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	addr := e.tcp
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var tl net.Listener
+	for range 100 { // the previous incarnation's port may linger briefly
+		if tl, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.tcp = tl.Addr().String()
+	go srv.ServeLocal(ul)
+	go srv.ServeNet(tl)
+	e.srv, e.dev = srv, dev
+}
+
+func (e *testEnv) stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		if err := e.srv.Close(); err != nil {
+			e.t.Error(err)
+		}
+		e.dev.Close()
+		e.srv = nil
+	}
+}
+
+func (e *testEnv) dial(ctx context.Context) (wire.Conn, error) {
+	var d net.Dialer
+	e.mu.Lock()
+	addr := e.tcp
+	e.mu.Unlock()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return wire.NewFrameConn(c), nil
+}
+
+func (e *testEnv) open(t *testing.T, path string) *drd.Device {
+	opt := drd.Options{QueueDepth: 8, SlotSize: 64 << 10, ReconnectTimeout: 10 * time.Second}
+	if path == "local" {
+		opt.LocalSocket = e.sock
+	} else {
+		opt.Dial = e.dial
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := drd.Open(ctx, "d0", opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if d.Path() != path {
+		t.Fatalf("path %q, want %q", d.Path(), path)
+	}
+	return d
+}
+
+func TestClientPaths(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 4<<20)
+			e.start()
+			d := e.open(t, path)
+			if d.Size() != 4<<20 || d.Epoch() != 1 {
+				t.Fatalf("size %d epoch %d", d.Size(), d.Epoch())
+			}
+			// Larger than one request: split into several.
+			data := make([]byte, 256<<10)
+			for i := range data {
+				data[i] = byte(i * 7)
+			}
+			if n, err := d.WriteAt(data, 1<<20); err != nil || n != len(data) {
+				t.Fatalf("write: %d, %v", n, err)
+			}
+			got := make([]byte, len(data))
+			if n, err := d.ReadAt(got, 1<<20); err != nil || n != len(got) || !bytes.Equal(got, data) {
+				t.Fatalf("read: %d, %v, equal %v", n, err, bytes.Equal(got, data))
+			}
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Discard(1<<20, 4096); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.ReadAt(got[:4096], 1<<20); err != nil || !bytes.Equal(got[:4096], make([]byte, 4096)) {
+				t.Fatalf("read after discard: %v", err)
+			}
+			// Errors are clear and change nothing.
+			var we *wire.Error
+			if _, err := d.ReadAt(make([]byte, 4096), 4<<20); !errors.As(err, &we) || we.Status != wire.StatusOutOfRange {
+				t.Errorf("read past the end: %v", err)
+			}
+			if _, err := d.ReadAt(make([]byte, 100), 0); err == nil {
+				t.Error("misaligned read accepted")
+			}
+			// Many calls in flight through the async API.
+			done := make(chan *drd.Call, 64)
+			for i := range 64 {
+				d.Go(&drd.Call{Op: wire.OpRead, Offset: int64(i%16) * 4096, Buf: make([]byte, 4096), Done: done})
+			}
+			for range 64 {
+				if c := <-done; c.Err != nil || c.N != 4096 {
+					t.Fatalf("async read: %d, %v", c.N, c.Err)
+				}
+			}
+		})
+	}
+}
+
+// TestClientSurvivesRestart restarts the server (a new epoch) again and again while writers
+// keep many writes in flight; every write acknowledged must read back.
+func TestClientSurvivesRestart(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			e.start()
+			d := e.open(t, path)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			const blocks = 256
+			var mu sync.Mutex
+			acked := map[int64]byte{} // block -> last acknowledged generation
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(w), 1))
+					gen := byte(1)
+					buf := make([]byte, 4096)
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						blk := int64(w*blocks/4) + rng.Int64N(blocks/4) // writers own disjoint blocks
+						gen++
+						for i := range buf {
+							buf[i] = gen
+						}
+						if _, err := d.WriteAt(buf, blk*4096); err != nil {
+							t.Errorf("write: %v", err)
+							return
+						}
+						mu.Lock()
+						acked[blk] = gen
+						mu.Unlock()
+					}
+				}()
+			}
+			for range 5 {
+				time.Sleep(100 * time.Millisecond)
+				e.stop()
+				time.Sleep(20 * time.Millisecond)
+				e.start()
+			}
+			time.Sleep(100 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			if ctx.Err() != nil {
+				t.Fatal("timed out")
+			}
+			if d.Epoch() != 6 {
+				t.Errorf("epoch %d after 5 restarts, want 6", d.Epoch())
+			}
+			buf := make([]byte, 4096)
+			for blk, gen := range acked {
+				if _, err := d.ReadAt(buf, blk*4096); err != nil {
+					t.Fatal(err)
+				}
+				if buf[0] != gen || buf[4095] != gen {
+					t.Fatalf("block %d holds generation %d, acknowledged %d", blk, buf[0], gen)
+				}
+			}
+			if len(acked) == 0 {
+				t.Fatal("no writes acknowledged")
+			}
+			t.Logf("%d blocks checked", len(acked))
+		})
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	e.start()
+	ctx := context.Background()
+	if _, err := drd.Open(ctx, "nope", drd.Options{LocalSocket: e.sock}); err == nil {
+		t.Error("opened an unknown device on the local path")
+	} else {
+		t.Log(err)
+	}
+	if _, err := drd.Open(ctx, "nope", drd.Options{Dial: e.dial}); err == nil {
+		t.Error("opened an unknown device on the remote path")
+	}
+	// No local server: the remote path is chosen.
+	d, err := drd.Open(ctx, "d0", drd.Options{LocalSocket: filepath.Join(t.TempDir(), "none.sock"), Dial: e.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Path() != "remote" {
+		t.Errorf("path %s", d.Path())
+	}
+	_ = fmt.Sprint()
+}

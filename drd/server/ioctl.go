@@ -1,0 +1,15 @@
+package server
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func ioctlU64(fd int, req uint, v *uint64) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(v)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

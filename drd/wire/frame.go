@@ -1,0 +1,87 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// Conn is a message stream: the part of the cluster transport's Conn (vigil/control/transport)
+// that DRD uses, so a transport stream serves as is and a plain socket serves through
+// FrameConn.
+type Conn interface {
+	Send(ctx context.Context, msg []byte) error
+	Recv(ctx context.Context) ([]byte, error)
+	Close() error
+}
+
+// MaxFrame is the largest message FrameConn accepts.
+const MaxFrame = RequestHeader + MaxIO
+
+// FrameConn carries messages on a byte stream (unix or TCP socket, net.Pipe), each preceded by
+// its length as a little-endian u32. It is the interim transport of the standalone server and
+// of tests; inside the cluster, DRD runs on the cluster transport. Send may be called from
+// several goroutines; Recv from one at a time. The context only bounds a call that is waiting
+// to start; a stuck peer is cut off by Close.
+type FrameConn struct {
+	c    net.Conn
+	r    *bufio.Reader
+	wmu  sync.Mutex
+	w    *bufio.Writer
+	hdr  [4]byte
+	rhdr [4]byte
+}
+
+// NewFrameConn wraps c.
+func NewFrameConn(c net.Conn) *FrameConn {
+	return &FrameConn{c: c, r: bufio.NewReaderSize(c, 256<<10), w: bufio.NewWriterSize(c, 256<<10)}
+}
+
+// Send writes one message.
+func (f *FrameConn) Send(ctx context.Context, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(msg) > MaxFrame {
+		return fmt.Errorf("send: message of %d bytes (at most %d)", len(msg), MaxFrame)
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	binary.LittleEndian.PutUint32(f.hdr[:], uint32(len(msg)))
+	f.w.Write(f.hdr[:])
+	f.w.Write(msg)
+	if err := f.w.Flush(); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	return nil
+}
+
+// Recv reads one message into a new slice.
+func (f *FrameConn) Recv(ctx context.Context) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(f.r, f.rhdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("truncated frame header: %w", err)
+		}
+		return nil, fmt.Errorf("recv: %w", err)
+	}
+	n := binary.LittleEndian.Uint32(f.rhdr[:])
+	if n > MaxFrame {
+		return nil, fmt.Errorf("recv: frame of %d bytes (at most %d)", n, MaxFrame)
+	}
+	m := make([]byte, n)
+	if _, err := io.ReadFull(f.r, m); err != nil {
+		return nil, fmt.Errorf("recv: frame of %d bytes: %w", n, err)
+	}
+	return m, nil
+}
+
+// Close closes the socket.
+func (f *FrameConn) Close() error { return f.c.Close() }

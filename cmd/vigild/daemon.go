@@ -307,10 +307,10 @@ loop:
 			break loop
 		case ev := <-events:
 			d.logEvent(ev)
-			d.clusterHeartbeat(ev)
 			if d.ic != nil {
 				d.ic.sync()
 			}
+			d.clusterHeartbeat(ev)
 		case <-tick.C:
 			d.progress.Add(1)
 			d.sampleRTT()

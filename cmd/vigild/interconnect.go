@@ -45,8 +45,9 @@ type interconnect struct {
 	macBase bool
 }
 
-// newInterconnect sets up the cluster address and routes, and, with the eBPF plane, loads and
-// attaches the steering program. links are the daemon's heartbeat links by link id.
+// newInterconnect sets up the cluster address and routes, and loads and attaches the steering
+// program (reading the eBPF plane's slots, or on the fallback path its own, which sync fills).
+// links are the daemon's heartbeat links by link id.
 func newInterconnect(cfg *nodeconf.Config, hb *dataplane.Heartbeat, p plane, links []heartbeat.Link,
 	pinDir string, log *slog.Logger) (ic *interconnect, err error) {
 	icfg := cfg.Interconnect

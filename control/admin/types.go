@@ -41,15 +41,15 @@ type Status struct {
 	HeartbeatInterval time.Duration     `json:"heartbeat_interval_ns"`
 	DetectTime        time.Duration     `json:"detect_time_ns"`
 	Version           string            `json:"version"`
-	// ClusterDB is the cluster database's view (membership, quorum, leader); the vigil CLI
-	// fills it in from the "cluster" method, and it is absent when the daemon runs none.
-	ClusterDB *ClusterStatus `json:"cluster_db,omitempty"`
 	// The interconnect: this node's cluster address and the link selection policy; empty
 	// when it is off.
 	ClusterAddress string `json:"cluster_address,omitempty"`
 	Policy         string `json:"policy,omitempty"`
 	// DiskHeartbeat is the shared device or file of the disk heartbeat; empty when it is off.
 	DiskHeartbeat string `json:"disk_heartbeat,omitempty"`
+	// ClusterDB is the cluster database's view (membership, quorum, leader); the vigil CLI
+	// fills it in from the "cluster" method, and it is absent when the daemon runs none.
+	ClusterDB *ClusterStatus `json:"cluster_db,omitempty"`
 }
 
 // Node states reported in NodeStatus.State.

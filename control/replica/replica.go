@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -489,13 +488,8 @@ func (r *Replica) Changed() <-chan struct{} {
 }
 
 // closedByPeer reports whether a stream ended because the other end closed it: its daemon
-// exited, or was killed and its kernel closed the socket. (The transport has no sentinel for
-// this yet; its errors say so in words.)
-func closedByPeer(err error) bool {
-	msg := err.Error()
-	return errors.Is(err, transport.ErrClosed) &&
-		(strings.Contains(msg, "closed the stream") || strings.Contains(msg, "connection reset by peer"))
-}
+// exited, or was killed and its kernel closed the socket.
+func closedByPeer(err error) bool { return errors.Is(err, transport.ErrPeerClosed) }
 
 // leaderGone handles the end of the leader's stream to this node, closed by the leader's end:
 // its daemon exited, or was killed while its kernel still answers heartbeats (which the

@@ -173,12 +173,13 @@ func (n *memNode) Close() error {
 
 // memStream is one stream: two ends, each with the queue it receives from.
 type memStream struct {
-	ends  [2]*memConn
-	nodes [2]*memNode
-	once  sync.Once
-	done  chan struct{} // closed when the stream ends
-	err   error         // why; set before done is closed
-	abort bool          // broken rather than closed: queued messages are lost
+	ends     [2]*memConn
+	closedBy *memConn // the end whose Close ended the stream; set before done is closed
+	nodes    [2]*memNode
+	once     sync.Once
+	done     chan struct{} // closed when the stream ends
+	err      error         // why; set before done is closed
+	abort    bool          // broken rather than closed: queued messages are lost
 }
 
 func newMemStream(a, b *memNode, svc Service) *memStream {
@@ -194,9 +195,11 @@ func newMemStream(a, b *memNode, svc Service) *memStream {
 	return s
 }
 
-func (s *memStream) shut(abort bool, err error) {
+func (s *memStream) shut(abort bool, err error) { s.shutBy(nil, abort, err) }
+
+func (s *memStream) shutBy(by *memConn, abort bool, err error) {
 	s.once.Do(func() {
-		s.err, s.abort = err, abort
+		s.err, s.abort, s.closedBy = err, abort, by
 		close(s.done)
 		for _, n := range s.nodes {
 			n.mu.Lock()
@@ -223,7 +226,7 @@ func (c *memConn) Send(ctx context.Context, msg []byte) error {
 	}
 	select {
 	case <-c.s.done:
-		return c.s.err
+		return c.ended()
 	default:
 	}
 	m := append([]byte(nil), msg...)
@@ -231,7 +234,7 @@ func (c *memConn) Send(ctx context.Context, msg []byte) error {
 	case c.out <- m:
 		return nil
 	case <-c.s.done:
-		return c.s.err
+		return c.ended()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -241,7 +244,7 @@ func (c *memConn) Recv(ctx context.Context) ([]byte, error) {
 	select {
 	case m := <-c.in:
 		if c.isAborted() {
-			return nil, c.s.err
+			return nil, c.ended()
 		}
 		return m, nil
 	default:
@@ -249,7 +252,7 @@ func (c *memConn) Recv(ctx context.Context) ([]byte, error) {
 	select {
 	case m := <-c.in:
 		if c.isAborted() {
-			return nil, c.s.err
+			return nil, c.ended()
 		}
 		return m, nil
 	case <-c.s.done:
@@ -261,7 +264,7 @@ func (c *memConn) Recv(ctx context.Context) ([]byte, error) {
 			default:
 			}
 		}
-		return nil, c.s.err
+		return nil, c.ended()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -277,8 +280,16 @@ func (c *memConn) isAborted() bool {
 }
 
 func (c *memConn) Close() error {
-	c.s.shut(false, ErrClosed)
+	c.s.shutBy(c, false, ErrClosed)
 	return nil
+}
+
+// ended is the error of a call on c after the stream ended.
+func (c *memConn) ended() error {
+	if by := c.s.closedBy; by != nil && by != c {
+		return fmt.Errorf("%w: node %d closed the stream", ErrPeerClosed, c.peer)
+	}
+	return c.s.err
 }
 
 func (n *memNode) Reset(peer NodeID) {

@@ -504,9 +504,12 @@ func (c *tcpConn) readError(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, io.EOF) {
 		if c.hdrN == 0 {
-			return c.fail(fmt.Errorf("%w: node %d closed the stream", ErrClosed, c.peer))
+			return c.fail(fmt.Errorf("%w: node %d closed the stream", ErrPeerClosed, c.peer))
 		}
-		return c.fail(fmt.Errorf("%w: node %d closed the stream in the middle of a message", ErrClosed, c.peer))
+		return c.fail(fmt.Errorf("%w: node %d closed the stream in the middle of a message", ErrPeerClosed, c.peer))
+	}
+	if errors.Is(err, syscall.ECONNRESET) {
+		return c.fail(fmt.Errorf("%w: node %d reset the stream", ErrPeerClosed, c.peer))
 	}
 	return c.fail(fmt.Errorf("%w: receive from node %d: %v", ErrClosed, c.peer, err))
 }

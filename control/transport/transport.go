@@ -57,7 +57,10 @@ const MaxMessage = 16 << 20
 
 // Errors that callers branch on.
 var (
-	ErrClosed       = errors.New("transport: closed")
+	ErrClosed = errors.New("transport: closed")
+	// ErrPeerClosed (which wraps ErrClosed) ends a stream that the other end closed: its
+	// daemon closed it, or exited and its kernel closed the socket.
+	ErrPeerClosed   = fmt.Errorf("%w by the peer", ErrClosed)
 	ErrUnknownPeer  = errors.New("transport: unknown peer")
 	ErrNotListening = errors.New("transport: no listener for the service on the peer")
 	ErrAuth         = errors.New("transport: authentication failed")

@@ -263,11 +263,11 @@ func TestCloseDeliversThenEnds(t *testing.T) {
 				t.Fatalf("message %d after close: %q, %v", i, m, err)
 			}
 		}
-		if _, err := cb.Recv(ctx); !errors.Is(err, ErrClosed) {
-			t.Fatalf("recv after the peer closed: %v, want ErrClosed", err)
+		if _, err := cb.Recv(ctx); !errors.Is(err, ErrPeerClosed) || !errors.Is(err, ErrClosed) {
+			t.Fatalf("recv after the peer closed: %v, want ErrPeerClosed", err)
 		}
-		if err := ca.Send(ctx, []byte("x")); !errors.Is(err, ErrClosed) {
-			t.Fatalf("send on a closed stream: %v", err)
+		if err := ca.Send(ctx, []byte("x")); !errors.Is(err, ErrClosed) || errors.Is(err, ErrPeerClosed) {
+			t.Fatalf("send on a stream this end closed: %v, want ErrClosed (not by the peer)", err)
 		}
 	})
 }

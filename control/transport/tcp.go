@@ -527,14 +527,17 @@ const (
 const nopFrame = 0xffffffff
 
 // Nudge makes TCP re-send at once what a failed link lost on the streams to peer. Call it
-// when the heartbeat plane reports a link to peer down: the eBPF link selection has already
-// moved the packets to a live link, but a segment that went out on the failed link just before
-// is only re-sent when TCP notices the loss, and with nothing sent after it that takes a
-// retransmission timeout (200 ms by default, RTOMin at the least). Nudge sends a no-op frame
-// on every stream to peer with unacknowledged data; they arrive over the live link after the
-// hole, the peer acknowledges them selectively, and RACK re-sends the lost segment within a
-// round trip. A stream busy sending is skipped: its own next segment does the same. It
-// returns how many streams it nudged.
+// on both ends when the heartbeat plane reports a link to peer down: the eBPF link selection
+// has already moved the packets to a live link, but a segment that went out on the failed link
+// just before is only re-sent when TCP notices the loss, and with nothing sent after it that
+// takes a loss probe or a retransmission timeout (200 ms by default, RTOMin at the least).
+// Nudge sends no-op frames on every stream to peer over the live link: on a stream with
+// unacknowledged data, as many as TCP's duplicate threshold, so that the peer's selective
+// acknowledgements of them show the hole and RACK re-sends the lost segment within a round
+// trip; on a stream with nothing in flight, one, which carries this end's own (selective)
+// acknowledgements to the peer, whose earlier ones the failed link may have swallowed (the
+// two ends detect a failure at different moments). A stream busy sending is skipped: its own
+// next segment does the same. It returns how many streams it nudged.
 func (t *TCP) Nudge(peer NodeID) int {
 	t.mu.Lock()
 	var cs []*tcpConn
@@ -558,11 +561,16 @@ func (c *tcpConn) nudge() bool {
 		return false
 	}
 	defer c.wmu.Unlock()
-	unacked, reordering := c.lossState()
-	if c.failure() != nil || unacked == 0 {
+	if c.failure() != nil {
 		return false
 	}
-	segments := min(max(reordering, nudgeMinSegments), nudgeMaxSegments)
+	// With nothing of ours in flight, one frame: it carries this end's acknowledgement and
+	// selective acknowledgements over the live link, for the peer's segments the failed link
+	// swallowed (or its SACKs that went the same way).
+	segments := uint32(1)
+	if unacked, reordering := c.lossState(); unacked > 0 {
+		segments = min(max(reordering, nudgeMinSegments), nudgeMaxSegments)
+	}
 	var hdr [4]byte
 	binary.BigEndian.PutUint32(hdr[:], nopFrame)
 	c.c.SetWriteDeadline(time.Now().Add(time.Millisecond))

@@ -882,14 +882,15 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	for i, n := range c.Nodes {
 		marks[i] = n.LogLines()
 	}
+	// The probe records wake-ups more than 1 ms late for the timeline; the classification
+	// counts those of 2 ms or more. It starts before the load, which counts from its start.
+	probe := startStallProbe(time.Millisecond)
 	load, err := c.Net.SaturateCPUs(d + time.Minute)
 	if err != nil {
+		_, _ = probe.Stop()
 		return r, err
 	}
 	defer load.Stop()
-	// The probe records wake-ups more than 1 ms late for the timeline; the classification
-	// counts those of 2 ms or more.
-	probe := startStallProbe(time.Millisecond)
 	// A pause spans [stop, cont] plus the time a sweep needs to notice what it missed.
 	grace := uint64(hbMultiplier*interval + 50*time.Millisecond)
 	var windows [][2]uint64

@@ -63,8 +63,11 @@ type faultSeries struct {
 	anomaliesAtStall int
 	notes            []string // what the anomalies were, a few
 	lost             int      // runs repeated because the event never came
-	detours          int      // runs whose "peer down" came from another state than alive
-	inject           sample   // how long applying the fault took (the nft run for loss)
+	// slow counts the runs over the target (from before the fault was applied), slowAtStall
+	// those with a probe stall between the fault and the event.
+	slow, slowAtStall int
+	detours           int    // runs whose "peer down" came from another state than alive
+	inject            sample // how long applying the fault took (the nft run for loss)
 	// injectName names inject in the metrics: "netlink", "nft", or "reap" (SIGKILL to reaped).
 	injectName string
 }
@@ -153,6 +156,14 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 				m[prefix+"_anomalies"] = float64(f.anomalies)
 				m[prefix+"_anomalies_at_cpu_stall"] = float64(f.anomaliesAtStall)
 				m[prefix+"_lost_runs"] = float64(f.lost)
+				if f.targeted {
+					m[prefix+"_over_target_runs"] = float64(f.slow)
+					m[prefix+"_over_target_runs_at_cpu_stall"] = float64(f.slowAtStall)
+					if f.slow > 0 {
+						stallNotes = append(stallNotes, fmt.Sprintf("%s %s: %d runs over %v even counted from before the fault was applied, %d of them with a vCPU stall between the fault and the event",
+							p.name, f.key, f.slow, p.target, f.slowAtStall))
+					}
+				}
 				m[prefix+"_early_runs"] = float64(f.early())
 				if f.key == "nodecut" {
 					m[prefix+"_detours"] = float64(f.detours)
@@ -428,6 +439,21 @@ type detection struct {
 	probe *stallProbe
 }
 
+// slow notes a run of a targeted fault whose latency exceeded the profile's target, and
+// whether a vCPU stall the probe measured overlaps the time from the fault to the event.
+func (d *detection) slow(f *faultSeries, ev vcluster.LogEvent, fault uint64) {
+	if since(ev, fault) <= d.p.target {
+		return
+	}
+	f.slow++
+	for _, st := range d.probe.Snapshot() {
+		if st.to >= fault && st.from <= ev.KernelNS {
+			f.slowAtStall++
+			return
+		}
+	}
+}
+
 // atStall reports whether a transition logged at kernel time t came during a vCPU stall or
 // within a detection time and a sweep after one.
 func (d *detection) atStall(t uint64) bool {
@@ -506,6 +532,7 @@ func (d *detection) linkDown(f *faultSeries) error {
 	f.lat = append(f.lat, since(ev, t0))
 	f.silence = append(f.silence, silence(ev))
 	f.inject = append(f.inject, time.Duration(t0-before))
+	d.slow(f, ev, before)
 	d.settle()
 	err = d.check(f, mark, func(ev vcluster.LogEvent) bool {
 		return ev.Msg == "peer down" || ev.Msg == "peer stalled" || ev.Msg == "link up" ||
@@ -576,6 +603,7 @@ func (d *detection) nodeCut(f *faultSeries) error {
 		f.lat = append(f.lat, since(ev, t0))
 		f.silence = append(f.silence, silence(ev))
 		f.inject = append(f.inject, time.Duration(t0-before))
+		d.slow(f, ev, before)
 		if ev.Was != "alive" {
 			// Counted here; check below also reports the run as an anomaly, with the
 			// "peer stalled" it logged.
@@ -854,14 +882,15 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	for i, n := range c.Nodes {
 		marks[i] = n.LogLines()
 	}
+	// The probe records wake-ups more than 1 ms late for the timeline; the classification
+	// counts those of 2 ms or more. It starts before the load, which counts from its start.
+	probe := startStallProbe(time.Millisecond)
 	load, err := c.Net.SaturateCPUs(d + time.Minute)
 	if err != nil {
+		_, _ = probe.Stop()
 		return r, err
 	}
 	defer load.Stop()
-	// The probe records wake-ups more than 1 ms late for the timeline; the classification
-	// counts those of 2 ms or more.
-	probe := startStallProbe(time.Millisecond)
 	// A pause spans [stop, cont] plus the time a sweep needs to notice what it missed.
 	grace := uint64(hbMultiplier*interval + 50*time.Millisecond)
 	var windows [][2]uint64

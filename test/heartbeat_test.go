@@ -310,7 +310,10 @@ func TestHeartbeatForgedFrames(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		waitPeer(t, n1, 3, func(s string, links int) bool { return s == "alive" && links == 2 })
-		noEvent(t, n1, mark, "a transition caused by forged frames", func(vcluster.LogEvent) bool { return true })
+		// The forged frames claim to come from node 3: accepted, they would change what node 1
+		// believes of node 3. (Node 2, whose namespace sent them, can show a transition of its
+		// own when a vCPU stall of this VM stops its sender for the detection time.)
+		noEvent(t, n1, mark, "a transition caused by forged frames", func(ev vcluster.LogEvent) bool { return ev.Peer == 3 })
 	})
 }
 

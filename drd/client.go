@@ -211,6 +211,11 @@ func (d *Device) Go(c *Call) *Call {
 			return c
 		}
 	case wire.OpDiscard:
+		// A request carries a u32 length: a longer discard must not be cut to its low bits.
+		if c.Length > maxDiscard {
+			c.finish(fmt.Errorf("drd discard of %d bytes: at most %d per call", c.Length, maxDiscard))
+			return c
+		}
 		length = int(c.Length)
 	case wire.OpFlush:
 	default:
@@ -486,9 +491,25 @@ func (d *Device) Flush() error {
 	return nil
 }
 
-// Discard frees length bytes at off (whole blocks); they read as zeros afterwards.
+// maxDiscard is the longest discard of one call (the u32 length of a request, in whole blocks).
+const maxDiscard = 1<<32 - wire.BlockSize
+
+// Discard frees length bytes at off (whole blocks); they read as zeros afterwards. A range that
+// does not fit the device is refused whole, before any part of it is freed.
 func (d *Device) Discard(off, length int64) error {
-	if _, err := d.run([]*Call{{Op: wire.OpDiscard, Offset: off, Length: length}}); err != nil {
+	if off >= 0 && length > 0 && (off > d.Size() || length > d.Size()-off) {
+		return fmt.Errorf("drd %s discard of %d bytes at %d: %w", d.name, length, off, wire.StatusOutOfRange.Err())
+	}
+	var calls []*Call
+	for done := int64(0); done < length || len(calls) == 0; {
+		n := min(length-done, maxDiscard)
+		calls = append(calls, &Call{Op: wire.OpDiscard, Offset: off + done, Length: n})
+		if n <= 0 {
+			break
+		}
+		done += n
+	}
+	if _, err := d.run(calls); err != nil {
 		return fmt.Errorf("drd %s discard: %w", d.name, err)
 	}
 	return nil

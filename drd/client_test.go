@@ -315,3 +315,31 @@ func TestNewCall(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscardLengthBeyond32Bits: a discard longer than the u32 length of one request must not
+// be cut to its low 32 bits (a discard of 4 GiB + 4096 bytes once freed 4096 bytes and said ok).
+func TestDiscardLengthBeyond32Bits(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			e.start()
+			d := e.open(t, path)
+			data := bytes.Repeat([]byte{0xab}, 4096)
+			if _, err := d.WriteAt(data, 0); err != nil {
+				t.Fatal(err)
+			}
+			var we *wire.Error
+			if err := d.Discard(0, 1<<32+4096); !errors.As(err, &we) || we.Status != wire.StatusOutOfRange {
+				t.Errorf("discard of 4 GiB + 4096 on a 1 MiB device: %v, want out of range", err)
+			}
+			c := d.Go(&drd.Call{Op: wire.OpDiscard, Offset: 0, Length: 1<<32 + 4096})
+			if c = <-c.Done; c.Err == nil {
+				t.Error("async discard of 4 GiB + 4096 in one call accepted")
+			}
+			got := make([]byte, 4096)
+			if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("block 0 changed by a refused discard: %v", err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ type Call struct {
 // Device is an open DRD device. Its methods are safe for concurrent use.
 type Device struct {
 	name  string
+	id    uint64 // the client id of every Hello, so a server fences our previous session
 	opt   Options
 	log   *slog.Logger
 	slots chan int
@@ -102,7 +104,7 @@ func Open(ctx context.Context, name string, opt Options) (*Device, error) {
 	if opt.LocalSocket == "" && opt.Dial == nil {
 		return nil, fmt.Errorf("drd open %s: neither a local socket nor a dialer", name)
 	}
-	d := &Device{name: name, opt: opt, log: opt.Logger, memfd: -1, slots: make(chan int, opt.QueueDepth),
+	d := &Device{name: name, id: rand.Uint64() | 1, opt: opt, log: opt.Logger, memfd: -1, slots: make(chan int, opt.QueueDepth),
 		inflight: map[uint64]*Call{}}
 	for i := range opt.QueueDepth {
 		d.slots <- i

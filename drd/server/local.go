@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,7 +60,16 @@ type localSession struct {
 	srvEfd int
 	cliEfd int
 	eng    uring.Engine
+	// stopped is set when a new session of the same client (the same shared region) fences
+	// this one; finished marks this session done once its engine drained.
+	stopped  atomic.Bool
+	finished func()
+	efdMu    sync.Mutex // stop (from another session) against close of srvEfd
 }
+
+// regionKey names a local client by its shared region (the memfd it passes on every
+// reconnection).
+type regionKey struct{ dev, ino uint64 }
 
 func (s *Server) serveLocal(c *net.UnixConn) (err error) {
 	if !s.track(c, c.Close) {
@@ -66,7 +77,12 @@ func (s *Server) serveLocal(c *net.UnixConn) (err error) {
 	}
 	defer s.untrack(c)
 	ls := &localSession{s: s, conn: c, srvEfd: -1, cliEfd: -1}
-	defer func() { err = errors.Join(err, ls.close()) }()
+	defer func() {
+		err = errors.Join(err, ls.close())
+		if ls.finished != nil {
+			ls.finished() // after close: the engine drained the requests in flight
+		}
+	}()
 	dev, st, msg := ls.setup()
 	w := wire.Welcome{Status: st, Message: msg, Epoch: s.cfg.Epoch}
 	if st == wire.StatusOK {
@@ -111,7 +127,7 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 	if flags&unix.MSG_CTRUNC != 0 || len(fds) != 3 {
 		return nil, wire.StatusProtocolError, fmt.Sprintf("hello carries %d descriptors, want 3 (memfd, server eventfd, client eventfd)", len(fds))
 	}
-	dev, st, msg := ls.s.hello(buf[:n])
+	dev, _, st, msg := ls.s.hello(buf[:n])
 	if dev == nil {
 		return nil, st, msg
 	}
@@ -119,6 +135,10 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 		if l, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); l != "anon_inode:[eventfd]" {
 			return nil, wire.StatusProtocolError, fmt.Sprintf("descriptor %d is %q, not an eventfd", i+2, l)
 		}
+	}
+	var fst unix.Stat_t
+	if err := unix.Fstat(fds[0], &fst); err != nil {
+		return nil, wire.StatusProtocolError, fmt.Sprintf("fstat shared region: %v", err)
 	}
 	mem, g, err := shm.Map(fds[0])
 	if err != nil {
@@ -146,7 +166,22 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 	if err := eng.RegisterFiles([]int{dev.Fd()}); err != nil {
 		return nil, wire.StatusIO, err.Error()
 	}
+	// The client re-sends what its previous session left unanswered from the same region: that
+	// session must be over, its requests finished, before this one takes any (see fence).
+	if ls.finished, err = ls.s.fence(regionKey{uint64(fst.Dev), fst.Ino}, ls.stop); err != nil {
+		return nil, wire.StatusShuttingDown, err.Error()
+	}
 	return dev, wire.StatusOK, ""
+}
+
+// stop makes run return soon (a newer session of the same client fences this one).
+func (ls *localSession) stop() {
+	ls.stopped.Store(true)
+	ls.efdMu.Lock()
+	defer ls.efdMu.Unlock()
+	if ls.srvEfd >= 0 {
+		ls.kick(ls.srvEfd)
+	}
 }
 
 func (ls *localSession) close() error {
@@ -157,11 +192,14 @@ func (ls *localSession) close() error {
 	if ls.mem != nil {
 		errs = append(errs, shm.Unmap(ls.mem))
 	}
-	for _, fd := range []int{ls.srvEfd, ls.cliEfd} {
-		if fd >= 0 {
-			unix.Close(fd)
+	ls.efdMu.Lock()
+	for _, fd := range []*int{&ls.srvEfd, &ls.cliEfd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
 		}
 	}
+	ls.efdMu.Unlock()
 	if ls.sock != nil {
 		ls.sock.Close()
 	}
@@ -194,7 +232,7 @@ func (ls *localSession) run() error {
 	reqs := make([]uring.Request, 0, depth)
 	var post []shm.CQE
 	epoch, size := ls.s.cfg.Epoch, ls.dev.Size
-	for ls.s.ctx.Err() == nil {
+	for ls.s.ctx.Err() == nil && !ls.stopped.Load() {
 		cqFree, err := ls.ring.CQFree()
 		if err != nil {
 			return fmt.Errorf("drd local session: %w", err)

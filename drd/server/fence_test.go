@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"vigil/drd/wire"
+)
+
+// expectClosed fails unless recv reports the session's end within a few seconds.
+func expectClosed(t *testing.T, what string, recv func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- recv() }()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Errorf("%s: got a message, want the session closed", what)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s: the earlier session of the same client is still open after the new one was welcomed", what)
+	}
+}
+
+// TestRemoteFence: a Hello from a client the server still has a session with ends that session
+// (its requests finished) before the new one is welcomed, so a re-sent write can never be
+// overtaken by its first copy.
+func TestRemoteFence(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	ctx := context.Background()
+	hello := func(c *rawClient, client uint64) wire.Welcome {
+		t.Helper()
+		if err := c.c.Send(ctx, wire.AppendHello(nil, wire.Hello{Version: wire.Version, Device: "d0", Client: client})); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.c.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := wire.DecodeWelcome(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	a := dialPipe(t, s)
+	if w := hello(a, 42); w.Status != wire.StatusOK {
+		t.Fatal(w)
+	}
+	if r := a.do(wire.Request{Op: wire.OpWrite, Length: 4096, Epoch: 7, Tag: 1, Data: make([]byte, 4096)}); r.Status != wire.StatusOK {
+		t.Fatal(r.Status)
+	}
+	other := dialPipe(t, s) // another client: left alone
+	if w := hello(other, 43); w.Status != wire.StatusOK {
+		t.Fatal(w)
+	}
+	b := dialPipe(t, s)
+	if w := hello(b, 42); w.Status != wire.StatusOK {
+		t.Fatal(w)
+	}
+	expectClosed(t, "same client", func() error { _, err := a.c.Recv(ctx); return err })
+	if r := b.do(wire.Request{Op: wire.OpRead, Length: 4096, Epoch: 7, Tag: 2}); r.Status != wire.StatusOK {
+		t.Fatal(r.Status)
+	}
+	if r := other.do(wire.Request{Op: wire.OpRead, Length: 4096, Epoch: 7, Tag: 3}); r.Status != wire.StatusOK {
+		t.Errorf("another client's session: %v", r.Status)
+	}
+}
+
+// TestLocalFence: the same for the local path, where the client is known by its shared region.
+func TestLocalFence(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	sock := listenLocal(t, s)
+	memfd, _ := region(t)
+	a, w := localHello(t, sock, "d0", memfd, eventfd(t), eventfd(t))
+	if w.Status != wire.StatusOK {
+		t.Fatal(w)
+	}
+	_, w = localHello(t, sock, "d0", memfd, eventfd(t), eventfd(t))
+	if w.Status != wire.StatusOK {
+		t.Fatal(w)
+	}
+	a.SetDeadline(time.Now().Add(5 * time.Second))
+	expectClosed(t, "same region", func() error { _, err := a.Read(make([]byte, 64)); return err })
+}

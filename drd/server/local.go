@@ -261,21 +261,12 @@ func (ls *localSession) run() error {
 			idx := free[len(free)-1]
 			free = free[:len(free)-1]
 			table[idx] = localPend{userData: e.UserData, op: e.Op, length: e.Length}
-			q := uring.Request{Fd: 0, FixedFile: true, Offset: int64(e.Offset), UserData: uint64(idx)}
-			switch e.Op {
-			case wire.OpRead, wire.OpWrite:
-				q.Op = uring.OpRead
-				if e.Op == wire.OpWrite {
-					q.Op = uring.OpWrite
-				}
+			var buf []byte
+			if e.Op == wire.OpRead || e.Op == wire.OpWrite {
 				off := int(e.Slot) * int(g.SlotSize)
-				q.Buf, q.FixedBuf = data[off:off+int(e.Length)], true
-			case wire.OpFlush:
-				q.Op = uring.OpSync
-			case wire.OpDiscard:
-				q.Op, q.Length = uring.OpDiscard, int64(e.Length)
+				buf = data[off : off+int(e.Length)]
 			}
-			reqs = append(reqs, q)
+			reqs = append(reqs, engineRequest(e.Op, e.Offset, e.Length, buf, uint64(idx)))
 		}
 		progress := k > 0 || n > 0
 		// Submit and, unless the client has more for us, wait for a completion in the same

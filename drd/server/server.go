@@ -317,16 +317,9 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 			errBuf = send(&wire.Response{Tag: r.Tag, Epoch: s.cfg.Epoch, Status: st}, errBuf)
 			continue
 		}
-		br := &blockReq{op: r.Op, off: r.Offset, length: r.Length, tag: r.Tag, slot: -1}
-		if r.Op == wire.OpRead || r.Op == wire.OpWrite {
-			select {
-			case br.slot = <-loop.free:
-			case <-ctx.Done():
-				return fmt.Errorf("drd session from %s: server closing", peer)
-			}
-			if r.Op == wire.OpWrite {
-				copy(loop.slot(br.slot, r.Length), r.Data)
-			}
+		br, ok := loop.newReq(r.Op, r.Offset, r.Length, r.Data, r.Tag, ctx.Done())
+		if !ok {
+			return fmt.Errorf("drd session from %s: server closing", peer)
 		}
 		loop.in <- br
 	}

@@ -228,6 +228,24 @@ func TestNegotiationErrors(t *testing.T) {
 		t.Fatalf("read: chunk %x", chunk)
 	}
 	io.ReadFull(c, make([]byte, 8+4096))
+	// FUA was not offered: a write asking for it is refused (not done without the flush it
+	// asks for), and so is an unknown flag; the write's data is consumed and nothing changes.
+	for i, flags := range []uint16{cmdFlagFUA, 1 << 9} {
+		c.Write(append(AppendRequest(nil, Request{Type: CmdWrite, Flags: flags, Cookie: uint64(10 + i), Length: 4096}), bytes.Repeat([]byte{0xee}, 4096)...))
+		io.ReadFull(c, chunk)
+		payload = make([]byte, be.Uint32(chunk[16:]))
+		io.ReadFull(c, payload)
+		if be.Uint16(chunk[6:]) != replyTypeError || be.Uint64(chunk[8:]) != uint64(10+i) || be.Uint32(payload) != errInvalid {
+			t.Fatalf("write with flags %#x: chunk %x payload %x", flags, chunk, payload)
+		}
+	}
+	c.Write(AppendRequest(nil, Request{Type: CmdRead, Cookie: 4, Offset: 0, Length: 4096}))
+	io.ReadFull(c, chunk)
+	got := make([]byte, 8+4096)
+	io.ReadFull(c, got)
+	if be.Uint16(chunk[6:]) != replyTypeData || !bytes.Equal(got[8:], make([]byte, 4096)) {
+		t.Fatalf("block 0 after refused writes: chunk %x, data %x...", chunk, got[8:16])
+	}
 	c.Write(AppendRequest(nil, Request{Type: CmdDisc}))
 
 	// Garbage instead of an option: the connection ends.

@@ -278,19 +278,25 @@ func (d *Device) complete(l link, tag uint64, st wire.Status, data []byte) bool 
 	delete(d.inflight, tag)
 	d.mu.Unlock()
 	c.N = 0
+	err := st.Err()
 	if st == wire.StatusOK {
 		switch c.Op {
 		case wire.OpRead:
 			c.N = len(c.Buf)
 			if !c.owned || d.region == nil || l.kind() != "local" {
 				c.N = copy(c.Buf, data)
+				if len(data) != len(c.Buf) {
+					c.N = 0
+					err = fmt.Errorf("drd read of %d bytes at %d: the server answered %d bytes: %w",
+						len(c.Buf), c.Offset, len(data), wire.StatusProtocolError.Err())
+				}
 			}
 		case wire.OpWrite:
 			c.N = len(c.Buf)
 		}
 	}
 	d.releaseSlot(c)
-	c.finish(st.Err())
+	c.finish(err)
 	return true
 }
 

@@ -343,3 +343,38 @@ func TestDiscardLengthBeyond32Bits(t *testing.T) {
 		})
 	}
 }
+
+// TestShortReadFromServer: a read answered ok with fewer bytes than asked is an error, not a
+// short read with a nil error (io.ReaderAt).
+func TestShortReadFromServer(t *testing.T) {
+	dial := func(ctx context.Context) (wire.Conn, error) {
+		a, b := net.Pipe()
+		srv := wire.NewFrameConn(b)
+		go func() {
+			defer srv.Close()
+			if _, err := srv.Recv(ctx); err != nil {
+				return
+			}
+			srv.Send(ctx, wire.AppendWelcome(nil, wire.Welcome{Epoch: 1, Size: 1 << 20, BlockSize: wire.BlockSize, MaxIO: 1 << 16}))
+			for {
+				m, err := srv.Recv(context.Background())
+				if err != nil {
+					return
+				}
+				r, _ := wire.DecodeRequest(m)
+				srv.Send(context.Background(), wire.AppendResponse(nil, &wire.Response{Tag: r.Tag, Epoch: 1, Data: make([]byte, 100)}))
+			}
+		}()
+		return wire.NewFrameConn(a), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := drd.Open(ctx, "d0", drd.Options{Dial: dial, ReconnectTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n, err := d.ReadAt(make([]byte, 4096), 0); err == nil {
+		t.Fatalf("read of 4096 bytes answered with 100: n %d, no error", n)
+	}
+}

@@ -74,6 +74,9 @@ type Device struct {
 	closed   bool
 	failed   error
 	path     string
+	// reconnects counts the reconnecting goroutines: Close waits for them before it unmaps the
+	// region they use.
+	reconnects sync.WaitGroup
 }
 
 // link is one connection to a server.
@@ -342,13 +345,19 @@ func (d *Device) broken(l link, err error) {
 	}
 	d.link = nil
 	closed := d.closed
+	if !closed {
+		d.reconnects.Add(1) // under mu: Close sets closed under mu before it waits
+	}
 	d.mu.Unlock()
 	l.close()
 	if closed {
 		return
 	}
 	d.log.Warn("drd connection lost; reconnecting", "device", d.name, "err", err)
-	go d.reconnect(l)
+	go func() {
+		defer d.reconnects.Done()
+		d.reconnect(l)
+	}()
 }
 
 func (d *Device) reconnect(old link) {
@@ -370,6 +379,7 @@ func (d *Device) reconnect(old link) {
 			if d.closed {
 				d.mu.Unlock()
 				l.close()
+				l.wait()
 				return
 			}
 			d.link, d.epoch, d.size, d.maxIO = l, w.Epoch, w.Size, int(w.MaxIO)
@@ -434,6 +444,7 @@ func (d *Device) Close() error {
 		l.close()
 		l.wait()
 	}
+	d.reconnects.Wait() // a reconnection in progress uses the region
 	d.fail(ErrClosed)
 	d.release()
 	return nil

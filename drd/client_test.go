@@ -378,3 +378,33 @@ func TestShortReadFromServer(t *testing.T) {
 		t.Fatalf("read of 4096 bytes answered with 100: n %d, no error", n)
 	}
 }
+
+// TestCloseWhileReconnecting: Close during a reconnection waits for it, so the reconnection
+// never touches the shared region after Close unmapped it.
+func TestCloseWhileReconnecting(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	e.start()
+	for i := range 20 {
+		opt := drd.Options{LocalSocket: e.sock, QueueDepth: 4, SlotSize: 16 << 10, ReconnectTimeout: 5 * time.Second}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := drd.Open(ctx, "d0", opt)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.stop()
+		for d.Path() != "" {
+			time.Sleep(time.Millisecond)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); e.start() }()
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		start := time.Now()
+		d.Close()
+		if el := time.Since(start); el > 3*time.Second {
+			t.Errorf("close took %v", el)
+		}
+		wg.Wait()
+	}
+}

@@ -73,7 +73,6 @@ type Device struct {
 	nextTag  uint64
 	closed   bool
 	failed   error
-	path     string
 	// reconnects counts the reconnecting goroutines: Close waits for them before it unmaps the
 	// region they use.
 	reconnects sync.WaitGroup
@@ -124,12 +123,17 @@ func Open(ctx context.Context, name string, opt Options) (*Device, error) {
 		}
 		d.memfd, d.region = fd, c
 	}
+	// mu is held until the link is recorded: a link that breaks at once must find itself the
+	// current link (broken reconnects only then), not a nil one.
+	d.mu.Lock()
 	l, w, err := d.connect(ctx)
 	if err != nil {
+		d.mu.Unlock()
 		d.release()
 		return nil, fmt.Errorf("drd open %s: %w", name, err)
 	}
-	d.link, d.epoch, d.size, d.maxIO, d.path = l, w.Epoch, w.Size, int(w.MaxIO), l.kind()
+	d.link, d.epoch, d.size, d.maxIO = l, w.Epoch, w.Size, int(w.MaxIO)
+	d.mu.Unlock()
 	return d, nil
 }
 

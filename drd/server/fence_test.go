@@ -84,3 +84,25 @@ func TestLocalFence(t *testing.T) {
 	a.SetDeadline(time.Now().Add(5 * time.Second))
 	expectClosed(t, "same region", func() error { _, err := a.Read(make([]byte, 64)); return err })
 }
+
+// TestExportsSorted: Exports is sorted by name, as documented (NBD's default export is the
+// first).
+func TestExportsSorted(t *testing.T) {
+	var devs []*Device
+	for _, name := range []string{"zeta", "alpha"} {
+		d, err := OpenDevice(name, newBacking(t, 1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		devs = append(devs, d)
+	}
+	s, err := New(Config{Devices: devs, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ex := s.Exports(); len(ex) != 2 || ex[0].Name != "alpha" || ex[1].Name != "zeta" {
+		t.Errorf("exports %+v, want alpha then zeta", ex)
+	}
+}

@@ -38,13 +38,11 @@ func (s *Server) ServeLocal(l *net.UnixListener) error {
 			}
 			return fmt.Errorf("drd local accept: %w", err)
 		}
-		s.sessions.Add(1)
-		go func() {
-			defer s.sessions.Done()
+		s.spawn(c, func() {
 			if err := s.serveLocal(c); err != nil {
 				s.log.Info("drd local session ended", "err", err)
 			}
-		}()
+		})
 	}
 }
 

@@ -222,12 +222,27 @@ func (s *Server) ServeTransport(l transport.Listener) error {
 }
 
 func (s *Server) goServe(c wire.Conn, peer string) {
-	s.sessions.Add(1)
-	go func() {
-		defer s.sessions.Done()
+	s.spawn(c, func() {
 		if err := s.ServeConn(c, peer); err != nil {
 			s.log.Info("drd session ended", "peer", peer, "err", err)
 		}
+	})
+}
+
+// spawn runs a session on c in a goroutine that Close waits for; once the server is closed it
+// closes c instead (counting a session only under mu, so no Add races with Close's Wait).
+func (s *Server) spawn(c interface{ Close() error }, session func()) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.sessions.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.sessions.Done()
+		session()
 	}()
 }
 

@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"vigil/drd/wire"
@@ -20,6 +22,7 @@ func (s *Server) Exports() []Export {
 	for _, d := range s.cfg.Devices {
 		out = append(out, Export{Name: d.Name, Size: d.Size})
 	}
+	slices.SortFunc(out, func(a, b Export) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -312,11 +312,17 @@ func (ls *localSession) run() error {
 		// Nothing in flight, nothing new. A client at queue depth 1 sends its next request
 		// within microseconds of the last completion: look for it for a short while, then
 		// sleep until the client rings or leaves.
-		if spinUntil(ls.ring.Pending, idleSpin) {
+		// New requests count only while the completion ring has room for them: a client that
+		// leaves it full must not keep the server spinning (it wakes the server when it reaps).
+		ready := func() bool {
+			free, err := ls.ring.CQFree()
+			return err != nil || (free > 0 && (len(post) > 0 || ls.ring.Pending()))
+		}
+		if spinUntil(ready, idleSpin) {
 			continue
 		}
 		ls.ring.SetIdle(true)
-		if ls.ring.Pending() || (len(post) > 0 && cqFree > 0) {
+		if ready() {
 			ls.ring.SetIdle(false)
 			continue
 		}

@@ -5,8 +5,8 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"testing"
 	"sync/atomic"
+	"testing"
 	"time"
 	"unsafe"
 

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
+	"vigil/drd/uring"
 	"vigil/drd/wire"
 )
 
@@ -105,4 +107,60 @@ func TestExportsSorted(t *testing.T) {
 	if ex := s.Exports(); len(ex) != 2 || ex[0].Name != "alpha" || ex[1].Name != "zeta" {
 		t.Errorf("exports %+v, want alpha then zeta", ex)
 	}
+}
+
+// TestBackingLocked: a backing that a device holds open cannot be opened by another device
+// (another server on this node, or a restarted one whose predecessor's rings still finish
+// their requests) until the first is closed.
+func TestBackingLocked(t *testing.T) {
+	backing := newBacking(t, 1<<20)
+	d1, err := OpenDevice("d0", backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2, err := OpenDeviceWait("d0", backing, 50*time.Millisecond); err == nil {
+		d2.Close()
+		t.Fatal("a second server opened a backing that is being served")
+	} else {
+		t.Log(err)
+	}
+	d1.Close()
+	d2, err := OpenDeviceWait("d0", backing, 5*time.Second)
+	if err != nil {
+		t.Fatalf("backing still locked after close: %v", err)
+	}
+	d2.Close()
+}
+
+// TestLockHeldByRing: the lock lives as long as a ring holds the backing as a registered file,
+// even after the device's own descriptor is closed (as when the process was killed): that is
+// what fences a restarted server from a killed one's requests still in flight.
+func TestLockHeldByRing(t *testing.T) {
+	backing := newBacking(t, 1<<20)
+	d1, err := OpenDevice("d0", backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop, err := newIOLoop(d1, 4, 4096, false, slog.New(slog.DiscardHandler), func(*blockReq, wire.Status, []byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loop.eng.Kind() != uring.KindURing {
+		loop.eng.Close()
+		d1.Close()
+		t.Skipf("io_uring unavailable (%s): no ring holds the file", loop.eng.Reason())
+	}
+	go loop.run()
+	d1.Close()
+	if d2, err := OpenDeviceWait("d0", backing, 50*time.Millisecond); err == nil {
+		d2.Close()
+		t.Fatal("backing opened while a ring still holds it")
+	}
+	close(loop.in)
+	<-loop.finished
+	d2, err := OpenDeviceWait("d0", backing, 5*time.Second)
+	if err != nil {
+		t.Fatalf("backing still locked after the ring closed: %v", err)
+	}
+	d2.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ type Call struct {
 // Device is an open DRD device. Its methods are safe for concurrent use.
 type Device struct {
 	name  string
+	id    uint64 // the client id of every Hello, so a server fences our previous session
 	opt   Options
 	log   *slog.Logger
 	slots chan int
@@ -71,7 +73,9 @@ type Device struct {
 	nextTag  uint64
 	closed   bool
 	failed   error
-	path     string
+	// reconnects counts the reconnecting goroutines: Close waits for them before it unmaps the
+	// region they use.
+	reconnects sync.WaitGroup
 }
 
 // link is one connection to a server.
@@ -102,7 +106,7 @@ func Open(ctx context.Context, name string, opt Options) (*Device, error) {
 	if opt.LocalSocket == "" && opt.Dial == nil {
 		return nil, fmt.Errorf("drd open %s: neither a local socket nor a dialer", name)
 	}
-	d := &Device{name: name, opt: opt, log: opt.Logger, memfd: -1, slots: make(chan int, opt.QueueDepth),
+	d := &Device{name: name, id: rand.Uint64() | 1, opt: opt, log: opt.Logger, memfd: -1, slots: make(chan int, opt.QueueDepth),
 		inflight: map[uint64]*Call{}}
 	for i := range opt.QueueDepth {
 		d.slots <- i
@@ -119,12 +123,17 @@ func Open(ctx context.Context, name string, opt Options) (*Device, error) {
 		}
 		d.memfd, d.region = fd, c
 	}
+	// mu is held until the link is recorded: a link that breaks at once must find itself the
+	// current link (broken reconnects only then), not a nil one.
+	d.mu.Lock()
 	l, w, err := d.connect(ctx)
 	if err != nil {
+		d.mu.Unlock()
 		d.release()
 		return nil, fmt.Errorf("drd open %s: %w", name, err)
 	}
-	d.link, d.epoch, d.size, d.maxIO, d.path = l, w.Epoch, w.Size, int(w.MaxIO), l.kind()
+	d.link, d.epoch, d.size, d.maxIO = l, w.Epoch, w.Size, int(w.MaxIO)
+	d.mu.Unlock()
 	return d, nil
 }
 
@@ -211,6 +220,11 @@ func (d *Device) Go(c *Call) *Call {
 			return c
 		}
 	case wire.OpDiscard:
+		// A request carries a u32 length: a longer discard must not be cut to its low bits.
+		if c.Length > maxDiscard {
+			c.finish(fmt.Errorf("drd discard of %d bytes: at most %d per call", c.Length, maxDiscard))
+			return c
+		}
 		length = int(c.Length)
 	case wire.OpFlush:
 	default:
@@ -271,19 +285,25 @@ func (d *Device) complete(l link, tag uint64, st wire.Status, data []byte) bool 
 	delete(d.inflight, tag)
 	d.mu.Unlock()
 	c.N = 0
+	err := st.Err()
 	if st == wire.StatusOK {
 		switch c.Op {
 		case wire.OpRead:
 			c.N = len(c.Buf)
 			if !c.owned || d.region == nil || l.kind() != "local" {
 				c.N = copy(c.Buf, data)
+				if len(data) != len(c.Buf) {
+					c.N = 0
+					err = fmt.Errorf("drd read of %d bytes at %d: the server answered %d bytes: %w",
+						len(c.Buf), c.Offset, len(data), wire.StatusProtocolError.Err())
+				}
 			}
 		case wire.OpWrite:
 			c.N = len(c.Buf)
 		}
 	}
 	d.releaseSlot(c)
-	c.finish(st.Err())
+	c.finish(err)
 	return true
 }
 
@@ -329,13 +349,19 @@ func (d *Device) broken(l link, err error) {
 	}
 	d.link = nil
 	closed := d.closed
+	if !closed {
+		d.reconnects.Add(1) // under mu: Close sets closed under mu before it waits
+	}
 	d.mu.Unlock()
 	l.close()
 	if closed {
 		return
 	}
 	d.log.Warn("drd connection lost; reconnecting", "device", d.name, "err", err)
-	go d.reconnect(l)
+	go func() {
+		defer d.reconnects.Done()
+		d.reconnect(l)
+	}()
 }
 
 func (d *Device) reconnect(old link) {
@@ -357,6 +383,7 @@ func (d *Device) reconnect(old link) {
 			if d.closed {
 				d.mu.Unlock()
 				l.close()
+				l.wait()
 				return
 			}
 			d.link, d.epoch, d.size, d.maxIO = l, w.Epoch, w.Size, int(w.MaxIO)
@@ -421,6 +448,7 @@ func (d *Device) Close() error {
 		l.close()
 		l.wait()
 	}
+	d.reconnects.Wait() // a reconnection in progress uses the region
 	d.fail(ErrClosed)
 	d.release()
 	return nil
@@ -486,9 +514,25 @@ func (d *Device) Flush() error {
 	return nil
 }
 
-// Discard frees length bytes at off (whole blocks); they read as zeros afterwards.
+// maxDiscard is the longest discard of one call (the u32 length of a request, in whole blocks).
+const maxDiscard = 1<<32 - wire.BlockSize
+
+// Discard frees length bytes at off (whole blocks); they read as zeros afterwards. A range that
+// does not fit the device is refused whole, before any part of it is freed.
 func (d *Device) Discard(off, length int64) error {
-	if _, err := d.run([]*Call{{Op: wire.OpDiscard, Offset: off, Length: length}}); err != nil {
+	if off >= 0 && length > 0 && (off > d.Size() || length > d.Size()-off) {
+		return fmt.Errorf("drd %s discard of %d bytes at %d: %w", d.name, length, off, wire.StatusOutOfRange.Err())
+	}
+	var calls []*Call
+	for done := int64(0); done < length || len(calls) == 0; {
+		n := min(length-done, maxDiscard)
+		calls = append(calls, &Call{Op: wire.OpDiscard, Offset: off + done, Length: n})
+		if n <= 0 {
+			break
+		}
+		done += n
+	}
+	if _, err := d.run(calls); err != nil {
 		return fmt.Errorf("drd %s discard: %w", d.name, err)
 	}
 	return nil

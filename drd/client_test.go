@@ -315,3 +315,96 @@ func TestNewCall(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscardLengthBeyond32Bits: a discard longer than the u32 length of one request must not
+// be cut to its low 32 bits (a discard of 4 GiB + 4096 bytes once freed 4096 bytes and said ok).
+func TestDiscardLengthBeyond32Bits(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			e.start()
+			d := e.open(t, path)
+			data := bytes.Repeat([]byte{0xab}, 4096)
+			if _, err := d.WriteAt(data, 0); err != nil {
+				t.Fatal(err)
+			}
+			var we *wire.Error
+			if err := d.Discard(0, 1<<32+4096); !errors.As(err, &we) || we.Status != wire.StatusOutOfRange {
+				t.Errorf("discard of 4 GiB + 4096 on a 1 MiB device: %v, want out of range", err)
+			}
+			c := d.Go(&drd.Call{Op: wire.OpDiscard, Offset: 0, Length: 1<<32 + 4096})
+			if c = <-c.Done; c.Err == nil {
+				t.Error("async discard of 4 GiB + 4096 in one call accepted")
+			}
+			got := make([]byte, 4096)
+			if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("block 0 changed by a refused discard: %v", err)
+			}
+		})
+	}
+}
+
+// TestShortReadFromServer: a read answered ok with fewer bytes than asked is an error, not a
+// short read with a nil error (io.ReaderAt).
+func TestShortReadFromServer(t *testing.T) {
+	dial := func(ctx context.Context) (wire.Conn, error) {
+		a, b := net.Pipe()
+		srv := wire.NewFrameConn(b)
+		go func() {
+			defer srv.Close()
+			if _, err := srv.Recv(ctx); err != nil {
+				return
+			}
+			srv.Send(ctx, wire.AppendWelcome(nil, wire.Welcome{Epoch: 1, Size: 1 << 20, BlockSize: wire.BlockSize, MaxIO: 1 << 16}))
+			for {
+				m, err := srv.Recv(context.Background())
+				if err != nil {
+					return
+				}
+				r, _ := wire.DecodeRequest(m)
+				srv.Send(context.Background(), wire.AppendResponse(nil, &wire.Response{Tag: r.Tag, Epoch: 1, Data: make([]byte, 100)}))
+			}
+		}()
+		return wire.NewFrameConn(a), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := drd.Open(ctx, "d0", drd.Options{Dial: dial, ReconnectTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n, err := d.ReadAt(make([]byte, 4096), 0); err == nil {
+		t.Fatalf("read of 4096 bytes answered with 100: n %d, no error", n)
+	}
+}
+
+// TestCloseWhileReconnecting: Close during a reconnection waits for it, so the reconnection
+// never touches the shared region after Close unmapped it.
+func TestCloseWhileReconnecting(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	e.start()
+	for i := range 20 {
+		opt := drd.Options{LocalSocket: e.sock, QueueDepth: 4, SlotSize: 16 << 10, ReconnectTimeout: 5 * time.Second}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := drd.Open(ctx, "d0", opt)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.stop()
+		for d.Path() != "" {
+			time.Sleep(time.Millisecond)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); e.start() }()
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		start := time.Now()
+		d.Close()
+		if el := time.Since(start); el > 3*time.Second {
+			t.Errorf("close took %v", el)
+		}
+		wg.Wait()
+	}
+}

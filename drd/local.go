@@ -55,7 +55,7 @@ func dialLocal(ctx context.Context, d *Device, path string) (*localLink, wire.We
 	}
 	l.sockFd = int(l.sock.Fd())
 	d.region.Reset()
-	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Device: d.name})
+	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Device: d.name, Client: d.id})
 	if dl, ok := ctx.Deadline(); ok {
 		l.conn.SetDeadline(dl)
 	}

@@ -23,7 +23,7 @@ func dialRemote(ctx context.Context, d *Device) (*remoteLink, wire.Welcome, erro
 	if err != nil {
 		return nil, wire.Welcome{}, err
 	}
-	w, err := handshake(ctx, conn, d.name)
+	w, err := handshake(ctx, conn, wire.Hello{Version: wire.Version, Device: d.name, Client: d.id})
 	if err != nil {
 		conn.Close()
 		return nil, w, err
@@ -34,8 +34,9 @@ func dialRemote(ctx context.Context, d *Device) (*remoteLink, wire.Welcome, erro
 }
 
 // handshake sends Hello and reads Welcome.
-func handshake(ctx context.Context, conn wire.Conn, name string) (wire.Welcome, error) {
-	if err := conn.Send(ctx, wire.AppendHello(nil, wire.Hello{Version: wire.Version, Device: name})); err != nil {
+func handshake(ctx context.Context, conn wire.Conn, h wire.Hello) (wire.Welcome, error) {
+	name := h.Device
+	if err := conn.Send(ctx, wire.AppendHello(nil, h)); err != nil {
 		return wire.Welcome{}, fmt.Errorf("hello: %w", err)
 	}
 	m, err := conn.Recv(ctx)

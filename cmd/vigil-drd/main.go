@@ -99,6 +99,22 @@ func nextEpoch(path string) (uint64, error) {
 	return epoch, nil
 }
 
+// removeStaleSocket removes a socket left at path by a killed predecessor; anything else at
+// path is left alone and refused (a mistyped flag must not delete a file).
+func removeStaleSocket(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket (%v); not removing it", path, st.Mode().Type())
+	}
+	return os.Remove(path)
+}
+
 // Run serves until a signal.
 func (c *ServeCmd) Run(log *slog.Logger) error {
 	specs, err := parseDevices(c.Device)
@@ -133,7 +149,9 @@ func (c *ServeCmd) Run(log *slog.Logger) error {
 	nbdSrv := nbd.NewServer(srv, log)
 	errc := make(chan error, 4)
 	if c.Local != "" {
-		os.Remove(c.Local) // a socket left by a killed predecessor
+		if err := removeStaleSocket(c.Local); err != nil {
+			return fmt.Errorf("--local: %w", err)
+		}
 		l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: c.Local, Net: "unixpacket"})
 		if err != nil {
 			return fmt.Errorf("--local: %w", err)
@@ -148,7 +166,9 @@ func (c *ServeCmd) Run(log *slog.Logger) error {
 		go func() { errc <- srv.ServeNet(l) }()
 	}
 	if c.NBDUnix != "" {
-		os.Remove(c.NBDUnix)
+		if err := removeStaleSocket(c.NBDUnix); err != nil {
+			return fmt.Errorf("--nbd-unix: %w", err)
+		}
 		l, err := net.Listen("unix", c.NBDUnix)
 		if err != nil {
 			return fmt.Errorf("--nbd-unix: %w", err)

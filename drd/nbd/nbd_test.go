@@ -119,8 +119,10 @@ func TestFioNBD(t *testing.T) {
 		t.Fatal("fio is installed without its nbd engine")
 	}
 	e := newEnv(t, 16<<20)
+	// fio saves its verify state in the working directory: not in the source tree.
 	out := run(t, "fio", "--name=drd", "--ioengine=nbd", "--uri="+e.uri(), "--rw=randwrite", "--bs=4k",
-		"--iodepth=16", "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--output-format=terse")
+		"--iodepth=16", "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0",
+		"--output-format=terse")
 	if f := strings.Split(out, ";"); len(f) < 10 || f[4] != "0" {
 		t.Fatalf("fio: %s", out)
 	}
@@ -228,6 +230,24 @@ func TestNegotiationErrors(t *testing.T) {
 		t.Fatalf("read: chunk %x", chunk)
 	}
 	io.ReadFull(c, make([]byte, 8+4096))
+	// FUA was not offered: a write asking for it is refused (not done without the flush it
+	// asks for), and so is an unknown flag; the write's data is consumed and nothing changes.
+	for i, flags := range []uint16{cmdFlagFUA, 1 << 9} {
+		c.Write(append(AppendRequest(nil, Request{Type: CmdWrite, Flags: flags, Cookie: uint64(10 + i), Length: 4096}), bytes.Repeat([]byte{0xee}, 4096)...))
+		io.ReadFull(c, chunk)
+		payload = make([]byte, be.Uint32(chunk[16:]))
+		io.ReadFull(c, payload)
+		if be.Uint16(chunk[6:]) != replyTypeError || be.Uint64(chunk[8:]) != uint64(10+i) || be.Uint32(payload) != errInvalid {
+			t.Fatalf("write with flags %#x: chunk %x payload %x", flags, chunk, payload)
+		}
+	}
+	c.Write(AppendRequest(nil, Request{Type: CmdRead, Cookie: 4, Offset: 0, Length: 4096}))
+	io.ReadFull(c, chunk)
+	got := make([]byte, 8+4096)
+	io.ReadFull(c, got)
+	if be.Uint16(chunk[6:]) != replyTypeData || !bytes.Equal(got[8:], make([]byte, 4096)) {
+		t.Fatalf("block 0 after refused writes: chunk %x, data %x...", chunk, got[8:16])
+	}
 	c.Write(AppendRequest(nil, Request{Type: CmdDisc}))
 
 	// Garbage instead of an option: the connection ends.

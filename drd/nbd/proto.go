@@ -60,6 +60,9 @@ const (
 	CmdFlush = 3
 	CmdTrim  = 4
 
+	cmdFlagFUA = 1 << 0 // not offered (no SEND_FUA): refused
+	cmdFlagDF  = 1 << 2 // "don't fragment": reads, with structured replies
+
 	replyFlagDone   = 1 << 0
 	replyTypeNone   = 0
 	replyTypeData   = 1
@@ -275,6 +278,14 @@ func ParseRequest(b []byte) (Request, error) {
 	}
 	return Request{Flags: be.Uint16(b[4:]), Type: be.Uint16(b[6:]), Cookie: be.Uint64(b[8:]),
 		Offset: be.Uint64(b[16:]), Length: be.Uint32(b[24:])}, nil
+}
+
+// FlagsValid says whether r's command flags are ones this server honours: none, or DF on a
+// read once structured replies are on (every read is one chunk anyway). FUA is not offered, so
+// a write carrying it must not be acknowledged as if it were durable: it is refused (EINVAL),
+// as the protocol asks for unknown or invalid flags.
+func (r Request) FlagsValid(structured bool) bool {
+	return r.Flags == 0 || (r.Flags == cmdFlagDF && r.Type == CmdRead && structured)
 }
 
 // AppendRequest encodes a request header (clients and tests).

@@ -204,8 +204,9 @@ func (s *Server) transmit(c net.Conn, r *bufio.Reader, peer, export string, stru
 			op = wire.OpRead
 		case CmdWrite:
 			op = wire.OpWrite
-			if req.Length > maxIO {
-				// Too large to take; the data is still on the wire and must be consumed.
+			if req.Length > maxIO || !req.FlagsValid(structured) {
+				// Too large to take, or flags we do not honour; the data is still on the wire and
+				// must be consumed.
 				if req.Length > 32<<20 {
 					return fmt.Errorf("nbd %s: write of %d bytes: too large", peer, req.Length)
 				}
@@ -229,6 +230,10 @@ func (s *Server) transmit(c net.Conn, r *bufio.Reader, peer, export string, stru
 		case CmdDisc:
 			return nil // sess.Close waits for the requests in flight and their replies
 		default:
+			reply(req, errInvalid, nil)
+			continue
+		}
+		if !req.FlagsValid(structured) {
 			reply(req, errInvalid, nil)
 			continue
 		}

@@ -65,6 +65,24 @@ func newIOLoop(dev *Device, depth, slotSize int, disableURing bool, log *slog.Lo
 	return l, nil
 }
 
+// newReq makes the block request of a checked request: a read or write takes a free slot
+// (waiting while all are in use, or false once done is closed) and a write's data is copied
+// into it.
+func (l *ioLoop) newReq(op wire.Op, off uint64, length uint32, write []byte, tag uint64, done <-chan struct{}) (*blockReq, bool) {
+	br := &blockReq{op: op, off: off, length: length, tag: tag, slot: -1}
+	if op == wire.OpRead || op == wire.OpWrite {
+		select {
+		case br.slot = <-l.free:
+		case <-done:
+			return nil, false
+		}
+		if op == wire.OpWrite {
+			copy(l.slot(br.slot, length), write)
+		}
+	}
+	return br, true
+}
+
 // slot returns the memory of slot i, length bytes long.
 func (l *ioLoop) slot(i int, length uint32) []byte {
 	return l.region[i*l.slotSize : i*l.slotSize+int(length)]
@@ -143,22 +161,28 @@ func (l *ioLoop) prep(reqs []uring.Request, r *blockReq, inflight map[uint64]*bl
 	*next++
 	ud := *next
 	inflight[ud] = r
-	q := uring.Request{Fd: 0, FixedFile: true, Offset: int64(r.off), UserData: ud}
-	switch r.op {
-	case wire.OpRead, wire.OpWrite:
-		q.Op = uring.OpRead
-		if r.op == wire.OpWrite {
-			q.Op = uring.OpWrite
-		}
-		q.Buf = l.slot(r.slot, r.length)
-		q.FixedBuf = true
+	var buf []byte
+	if r.slot >= 0 {
+		buf = l.slot(r.slot, r.length)
+	}
+	return append(reqs, engineRequest(r.op, r.off, r.length, buf, ud))
+}
+
+// engineRequest is the engine request of a checked block request on fixed file 0; buf is the
+// memory (inside fixed buffer 0) a read fills or a write takes.
+func engineRequest(op wire.Op, off uint64, length uint32, buf []byte, ud uint64) uring.Request {
+	q := uring.Request{Fd: 0, FixedFile: true, Offset: int64(off), UserData: ud}
+	switch op {
+	case wire.OpRead:
+		q.Op, q.Buf, q.FixedBuf = uring.OpRead, buf, true
+	case wire.OpWrite:
+		q.Op, q.Buf, q.FixedBuf = uring.OpWrite, buf, true
 	case wire.OpFlush:
 		q.Op = uring.OpSync
 	case wire.OpDiscard:
-		q.Op = uring.OpDiscard
-		q.Length = int64(r.length)
+		q.Op, q.Length = uring.OpDiscard, int64(length)
 	}
-	return append(reqs, q)
+	return q
 }
 
 func (l *ioLoop) reap(cqes []uring.CQE, want int, inflight map[uint64]*blockReq) {

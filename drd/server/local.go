@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,13 +38,11 @@ func (s *Server) ServeLocal(l *net.UnixListener) error {
 			}
 			return fmt.Errorf("drd local accept: %w", err)
 		}
-		s.sessions.Add(1)
-		go func() {
-			defer s.sessions.Done()
+		s.spawn(c, func() {
 			if err := s.serveLocal(c); err != nil {
 				s.log.Info("drd local session ended", "err", err)
 			}
-		}()
+		})
 	}
 }
 
@@ -58,7 +58,16 @@ type localSession struct {
 	srvEfd int
 	cliEfd int
 	eng    uring.Engine
+	// stopped is set when a new session of the same client (the same shared region) fences
+	// this one; finished marks this session done once its engine drained.
+	stopped  atomic.Bool
+	finished func()
+	efdMu    sync.Mutex // stop (from another session) against close of srvEfd
 }
+
+// regionKey names a local client by its shared region (the memfd it passes on every
+// reconnection).
+type regionKey struct{ dev, ino uint64 }
 
 func (s *Server) serveLocal(c *net.UnixConn) (err error) {
 	if !s.track(c, c.Close) {
@@ -66,7 +75,12 @@ func (s *Server) serveLocal(c *net.UnixConn) (err error) {
 	}
 	defer s.untrack(c)
 	ls := &localSession{s: s, conn: c, srvEfd: -1, cliEfd: -1}
-	defer func() { err = errors.Join(err, ls.close()) }()
+	defer func() {
+		err = errors.Join(err, ls.close())
+		if ls.finished != nil {
+			ls.finished() // after close: the engine drained the requests in flight
+		}
+	}()
 	dev, st, msg := ls.setup()
 	w := wire.Welcome{Status: st, Message: msg, Epoch: s.cfg.Epoch}
 	if st == wire.StatusOK {
@@ -111,7 +125,7 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 	if flags&unix.MSG_CTRUNC != 0 || len(fds) != 3 {
 		return nil, wire.StatusProtocolError, fmt.Sprintf("hello carries %d descriptors, want 3 (memfd, server eventfd, client eventfd)", len(fds))
 	}
-	dev, st, msg := ls.s.hello(buf[:n])
+	dev, _, st, msg := ls.s.hello(buf[:n])
 	if dev == nil {
 		return nil, st, msg
 	}
@@ -119,6 +133,10 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 		if l, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); l != "anon_inode:[eventfd]" {
 			return nil, wire.StatusProtocolError, fmt.Sprintf("descriptor %d is %q, not an eventfd", i+2, l)
 		}
+	}
+	var fst unix.Stat_t
+	if err := unix.Fstat(fds[0], &fst); err != nil {
+		return nil, wire.StatusProtocolError, fmt.Sprintf("fstat shared region: %v", err)
 	}
 	mem, g, err := shm.Map(fds[0])
 	if err != nil {
@@ -146,7 +164,22 @@ func (ls *localSession) setup() (*Device, wire.Status, string) {
 	if err := eng.RegisterFiles([]int{dev.Fd()}); err != nil {
 		return nil, wire.StatusIO, err.Error()
 	}
+	// The client re-sends what its previous session left unanswered from the same region: that
+	// session must be over, its requests finished, before this one takes any (see fence).
+	if ls.finished, err = ls.s.fence(regionKey{uint64(fst.Dev), fst.Ino}, ls.stop); err != nil {
+		return nil, wire.StatusShuttingDown, err.Error()
+	}
 	return dev, wire.StatusOK, ""
+}
+
+// stop makes run return soon (a newer session of the same client fences this one).
+func (ls *localSession) stop() {
+	ls.stopped.Store(true)
+	ls.efdMu.Lock()
+	defer ls.efdMu.Unlock()
+	if ls.srvEfd >= 0 {
+		ls.kick(ls.srvEfd)
+	}
 }
 
 func (ls *localSession) close() error {
@@ -157,11 +190,14 @@ func (ls *localSession) close() error {
 	if ls.mem != nil {
 		errs = append(errs, shm.Unmap(ls.mem))
 	}
-	for _, fd := range []int{ls.srvEfd, ls.cliEfd} {
-		if fd >= 0 {
-			unix.Close(fd)
+	ls.efdMu.Lock()
+	for _, fd := range []*int{&ls.srvEfd, &ls.cliEfd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
 		}
 	}
+	ls.efdMu.Unlock()
 	if ls.sock != nil {
 		ls.sock.Close()
 	}
@@ -194,7 +230,7 @@ func (ls *localSession) run() error {
 	reqs := make([]uring.Request, 0, depth)
 	var post []shm.CQE
 	epoch, size := ls.s.cfg.Epoch, ls.dev.Size
-	for ls.s.ctx.Err() == nil {
+	for ls.s.ctx.Err() == nil && !ls.stopped.Load() {
 		cqFree, err := ls.ring.CQFree()
 		if err != nil {
 			return fmt.Errorf("drd local session: %w", err)
@@ -223,21 +259,12 @@ func (ls *localSession) run() error {
 			idx := free[len(free)-1]
 			free = free[:len(free)-1]
 			table[idx] = localPend{userData: e.UserData, op: e.Op, length: e.Length}
-			q := uring.Request{Fd: 0, FixedFile: true, Offset: int64(e.Offset), UserData: uint64(idx)}
-			switch e.Op {
-			case wire.OpRead, wire.OpWrite:
-				q.Op = uring.OpRead
-				if e.Op == wire.OpWrite {
-					q.Op = uring.OpWrite
-				}
+			var buf []byte
+			if e.Op == wire.OpRead || e.Op == wire.OpWrite {
 				off := int(e.Slot) * int(g.SlotSize)
-				q.Buf, q.FixedBuf = data[off:off+int(e.Length)], true
-			case wire.OpFlush:
-				q.Op = uring.OpSync
-			case wire.OpDiscard:
-				q.Op, q.Length = uring.OpDiscard, int64(e.Length)
+				buf = data[off : off+int(e.Length)]
 			}
-			reqs = append(reqs, q)
+			reqs = append(reqs, engineRequest(e.Op, e.Offset, e.Length, buf, uint64(idx)))
 		}
 		progress := k > 0 || n > 0
 		// Submit and, unless the client has more for us, wait for a completion in the same
@@ -285,11 +312,17 @@ func (ls *localSession) run() error {
 		// Nothing in flight, nothing new. A client at queue depth 1 sends its next request
 		// within microseconds of the last completion: look for it for a short while, then
 		// sleep until the client rings or leaves.
-		if spinUntil(ls.ring.Pending, idleSpin) {
+		// New requests count only while the completion ring has room for them: a client that
+		// leaves it full must not keep the server spinning (it wakes the server when it reaps).
+		ready := func() bool {
+			free, err := ls.ring.CQFree()
+			return err != nil || (free > 0 && (len(post) > 0 || ls.ring.Pending()))
+		}
+		if spinUntil(ready, idleSpin) {
 			continue
 		}
 		ls.ring.SetIdle(true)
-		if ls.ring.Pending() || (len(post) > 0 && cqFree > 0) {
+		if ready() {
 			ls.ring.SetIdle(false)
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -161,5 +162,66 @@ func TestLocalBadRequests(t *testing.T) {
 	memfd2, _ := region(t)
 	if _, w := localHello(t, sock, "d0", memfd2, eventfd(t), eventfd(t)); w.Status != wire.StatusOK {
 		t.Fatalf("next client: %+v", w)
+	}
+}
+
+// TestLocalFullCQSleeps: a client that leaves its completion ring full while more requests
+// wait does not keep the server spinning: the server sleeps (idle word set) until the client
+// reaps and wakes it, and then serves the rest.
+func TestLocalFullCQSleeps(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	sock := listenLocal(t, s)
+	memfd, c := region(t)
+	srvEfd, cliEfd := eventfd(t), eventfd(t)
+	if _, w := localHello(t, sock, "d0", memfd, srvEfd, cliEfd); w.Status != wire.StatusOK {
+		t.Fatalf("welcome %+v", w)
+	}
+	kick := func() {
+		var b [8]byte
+		b[0] = 1
+		unix.Write(srvEfd, b[:])
+	}
+	push := func(from int) {
+		for i := range int(localGeom.SQEntries) {
+			c.Push(shm.SQE{Op: wire.OpFlush, Epoch: 7, UserData: uint64(from + i)})
+		}
+		if c.Submit() {
+			kick()
+		}
+	}
+	idle := (*uint32)(unsafe.Pointer(&c.Mem()[320]))
+	sqHead := (*uint32)(unsafe.Pointer(&c.Mem()[64]))
+	push(0)
+	for deadline := time.Now().Add(10 * time.Second); atomic.LoadUint32(sqHead) != localGeom.SQEntries; {
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not take the first requests")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	push(int(localGeom.SQEntries)) // the CQ has no room for these until we reap
+	deadline := time.Now().Add(5 * time.Second)
+	for atomic.LoadUint32(idle) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server spins while the completion ring is full instead of sleeping")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := map[uint64]bool{}
+	cq := make([]shm.CQE, 8)
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 2*int(localGeom.SQEntries); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d completions", len(got), 2*localGeom.SQEntries)
+		}
+		n, srvIdle := c.Reap(cq)
+		if srvIdle {
+			kick()
+		}
+		for _, e := range cq[:n] {
+			if e.Status != wire.StatusOK {
+				t.Fatalf("flush %d: %v", e.UserData, e.Status)
+			}
+			got[e.UserData] = true
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -59,6 +59,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	closers  map[any]func() error
+	owners   map[any]*owner // the live session of each client that says who it is
 	sessions sync.WaitGroup
 	closed   bool
 }
@@ -81,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, devices: map[string]*Device{}, log: cfg.Logger, closers: map[any]func() error{}}
+	s := &Server{cfg: cfg, devices: map[string]*Device{}, log: cfg.Logger, closers: map[any]func() error{}, owners: map[any]*owner{}}
 	for _, d := range cfg.Devices {
 		if _, dup := s.devices[d.Name]; dup {
 			return nil, fmt.Errorf("drd server: device %s given twice", d.Name)
@@ -113,6 +114,52 @@ func (s *Server) untrack(key any) {
 	s.mu.Lock()
 	delete(s.closers, key)
 	s.mu.Unlock()
+}
+
+// owner is the live session of one client: a remote client by its Hello's client id, a local
+// one by its shared region.
+type owner struct {
+	stop func()        // makes the session end soon
+	done chan struct{} // closed once its requests in flight are finished
+}
+
+// clientKey names a remote client of a device.
+type clientKey struct {
+	device string
+	client uint64
+}
+
+// fence ends the earlier session of the same client, if one is still running, and waits until
+// the requests it had in flight are finished; then it records the new session. A client
+// re-sends its unanswered requests on its new session: without the fence, the earlier copy of a
+// write still queued or in flight on the old session could land after a newer write to the same
+// block, issued once the re-sent copy was acknowledged, and undo it. The returned function marks
+// the new session finished: call it after its last request completed.
+func (s *Server) fence(key any, stop func()) (func(), error) {
+	me := &owner{stop: stop, done: make(chan struct{})}
+	for {
+		s.mu.Lock()
+		old := s.owners[key]
+		if old == nil {
+			s.owners[key] = me
+			s.mu.Unlock()
+			return func() {
+				s.mu.Lock()
+				if s.owners[key] == me {
+					delete(s.owners, key)
+				}
+				s.mu.Unlock()
+				close(me.done)
+			}, nil
+		}
+		s.mu.Unlock()
+		old.stop()
+		select {
+		case <-old.done:
+		case <-s.ctx.Done():
+			return nil, errors.New("server closing")
+		}
+	}
 }
 
 // Close stops accepting, ends every session (their requests in flight complete first) and
@@ -175,12 +222,27 @@ func (s *Server) ServeTransport(l transport.Listener) error {
 }
 
 func (s *Server) goServe(c wire.Conn, peer string) {
-	s.sessions.Add(1)
-	go func() {
-		defer s.sessions.Done()
+	s.spawn(c, func() {
 		if err := s.ServeConn(c, peer); err != nil {
 			s.log.Info("drd session ended", "peer", peer, "err", err)
 		}
+	})
+}
+
+// spawn runs a session on c in a goroutine that Close waits for; once the server is closed it
+// closes c instead (counting a session only under mu, so no Add races with Close's Wait).
+func (s *Server) spawn(c interface{ Close() error }, session func()) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.sessions.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.sessions.Done()
+		session()
 	}()
 }
 
@@ -197,7 +259,14 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 	if err != nil {
 		return fmt.Errorf("drd session from %s: %w", peer, err)
 	}
-	dev, st, msg := s.hello(m)
+	dev, h, st, msg := s.hello(m)
+	if dev != nil && h.Client != 0 {
+		finished, err := s.fence(clientKey{dev.Name, h.Client}, func() { c.Close() })
+		if err != nil {
+			return fmt.Errorf("drd session from %s: %w", peer, err)
+		}
+		defer finished() // deferred first: runs after the loop's requests completed
+	}
 	w := wire.Welcome{Status: st, Message: msg, Epoch: s.cfg.Epoch}
 	if dev != nil {
 		w.Size, w.BlockSize, w.MaxIO = dev.Size, wire.BlockSize, uint32(s.cfg.SlotSize)
@@ -263,34 +332,27 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 			errBuf = send(&wire.Response{Tag: r.Tag, Epoch: s.cfg.Epoch, Status: st}, errBuf)
 			continue
 		}
-		br := &blockReq{op: r.Op, off: r.Offset, length: r.Length, tag: r.Tag, slot: -1}
-		if r.Op == wire.OpRead || r.Op == wire.OpWrite {
-			select {
-			case br.slot = <-loop.free:
-			case <-ctx.Done():
-				return fmt.Errorf("drd session from %s: server closing", peer)
-			}
-			if r.Op == wire.OpWrite {
-				copy(loop.slot(br.slot, r.Length), r.Data)
-			}
+		br, ok := loop.newReq(r.Op, r.Offset, r.Length, r.Data, r.Tag, ctx.Done())
+		if !ok {
+			return fmt.Errorf("drd session from %s: server closing", peer)
 		}
 		loop.in <- br
 	}
 }
 
-// hello checks a Hello message and returns the device it names, or the status and message
-// of the refusal.
-func (s *Server) hello(m []byte) (*Device, wire.Status, string) {
+// hello checks a Hello message and returns the device it names and the hello, or the status
+// and message of the refusal.
+func (s *Server) hello(m []byte) (*Device, wire.Hello, wire.Status, string) {
 	h, err := wire.DecodeHello(m)
 	if err != nil {
-		return nil, wire.StatusProtocolError, err.Error()
+		return nil, h, wire.StatusProtocolError, err.Error()
 	}
 	if h.Version != wire.Version {
-		return nil, wire.StatusBadVersion, fmt.Sprintf("protocol version %d, this server speaks %d", h.Version, wire.Version)
+		return nil, h, wire.StatusBadVersion, fmt.Sprintf("protocol version %d, this server speaks %d", h.Version, wire.Version)
 	}
 	dev := s.devices[h.Device]
 	if dev == nil {
-		return nil, wire.StatusNoDevice, fmt.Sprintf("no device %q on this server", h.Device)
+		return nil, h, wire.StatusNoDevice, fmt.Sprintf("no device %q on this server", h.Device)
 	}
-	return dev, wire.StatusOK, ""
+	return dev, h, wire.StatusOK, ""
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"vigil/drd/wire"
@@ -20,6 +22,7 @@ func (s *Server) Exports() []Export {
 	for _, d := range s.cfg.Devices {
 		out = append(out, Export{Name: d.Name, Size: d.Size})
 	}
+	slices.SortFunc(out, func(a, b Export) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -75,16 +78,9 @@ func (ss *Session) Submit(op wire.Op, off uint64, length uint32, write []byte, t
 	if op == wire.OpWrite && len(write) != int(length) {
 		return wire.StatusProtocolError
 	}
-	br := &blockReq{op: op, off: off, length: length, tag: tag, slot: -1}
-	if op == wire.OpRead || op == wire.OpWrite {
-		select {
-		case br.slot = <-ss.loop.free:
-		case <-ss.s.ctx.Done():
-			return wire.StatusShuttingDown
-		}
-		if op == wire.OpWrite {
-			copy(ss.loop.slot(br.slot, length), write)
-		}
+	br, ok := ss.loop.newReq(op, off, length, write, tag, ss.s.ctx.Done())
+	if !ok {
+		return wire.StatusShuttingDown
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

@@ -11,7 +11,7 @@
 // completion order, not request order; many requests are in flight at once. All integers are
 // little endian.
 //
-//	Hello:    magic "DRDH" | version u16 | name length u16 | name
+//	Hello:    magic "DRDH" | version u16 | name length u16 | name | [client u64]
 //	Welcome:  magic "DRDW" | status u16 | reserved u16 | epoch u64 | size u64 | block u32 |
 //	          max io u32 | message length u16 | message
 //	Request:  op u8 | flags u8 | reserved u16 | length u32 | epoch u64 | tag u64 | offset u64 |
@@ -24,7 +24,12 @@
 // another epoch (it restarted, or the device moved to another node) refuses the request with
 // StatusStaleEpoch and does nothing; the client reconnects, learns the new epoch and re-sends
 // every request still in flight. Reads, writes, flushes and discards of whole blocks are
-// idempotent, so a request re-sent after it did reach the disk is harmless.
+// idempotent, so a request re-sent after it did reach the disk is harmless, provided its first
+// copy is finished before the re-sent one runs: otherwise the first copy of a write could land
+// after a newer write to the same block that the client issued once the re-sent copy was
+// acknowledged, and undo it. So Hello may carry a client id (random, non-zero, the same on every
+// reconnection of one client): a server that gets a Hello from a client it still has a session
+// with ends that session and waits until its requests in flight are finished before it answers.
 package wire
 
 import (
@@ -165,6 +170,7 @@ const (
 type Hello struct {
 	Version uint16
 	Device  string
+	Client  uint64 // the client's id across reconnections; 0: none (sent only when non-zero)
 }
 
 // Welcome answers Hello.
@@ -204,7 +210,11 @@ func AppendHello(b []byte, h Hello) []byte {
 	b = append(b, 'D', 'R', 'D', 'H')
 	b = le.AppendUint16(b, h.Version)
 	b = le.AppendUint16(b, uint16(len(h.Device)))
-	return append(b, h.Device...)
+	b = append(b, h.Device...)
+	if h.Client != 0 {
+		b = le.AppendUint64(b, h.Client)
+	}
+	return b
 }
 
 // DecodeHello decodes a Hello message.
@@ -219,10 +229,19 @@ func DecodeHello(m []byte) (Hello, error) {
 	if n == 0 || n > MaxName {
 		return Hello{}, fmt.Errorf("hello: device name length %d (want 1 to %d)", n, MaxName)
 	}
-	if len(m) != helloHeader+n {
-		return Hello{}, fmt.Errorf("hello: %d bytes for a %d-byte name", len(m), n)
+	h := Hello{Version: le.Uint16(m[4:])}
+	switch len(m) {
+	case helloHeader + n:
+	case helloHeader + n + 8:
+		h.Client = le.Uint64(m[helloHeader+n:])
+		if h.Client == 0 {
+			return Hello{}, errors.New("hello: client id 0 (leave it out instead)")
+		}
+	default:
+		return Hello{}, fmt.Errorf("hello: %d bytes for a %d-byte name (and an optional 8-byte client id)", len(m), n)
 	}
-	return Hello{Version: le.Uint16(m[4:]), Device: string(m[8:])}, nil
+	h.Device = string(m[helloHeader : helloHeader+n])
+	return h, nil
 }
 
 // AppendWelcome encodes w.

@@ -10,6 +10,16 @@ func TestRoundTrip(t *testing.T) {
 	if got, err := DecodeHello(AppendHello(nil, h)); err != nil || got != h {
 		t.Fatalf("hello: %+v, %v", got, err)
 	}
+	h.Client = 0xfeed
+	if got, err := DecodeHello(AppendHello(nil, h)); err != nil || got != h {
+		t.Fatalf("hello with client id: %+v, %v", got, err)
+	}
+	if _, err := DecodeHello(append(AppendHello(nil, Hello{Version: Version, Device: "db0"}), 0, 0, 0, 0, 0, 0, 0, 0)); err == nil {
+		t.Fatal("hello with client id 0 accepted")
+	}
+	if _, err := DecodeHello(append(AppendHello(nil, h), 1)); err == nil {
+		t.Fatal("hello with a trailing byte accepted")
+	}
 	w := Welcome{Status: StatusOK, Epoch: 3, Size: 1 << 30, BlockSize: BlockSize, MaxIO: 1 << 18}
 	if got, err := DecodeWelcome(AppendWelcome(nil, w)); err != nil || got != w {
 		t.Fatalf("welcome: %+v, %v", got, err)

@@ -4,7 +4,10 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X vigil/internal/buildinfo.version=$(VERSION)
 BIN     := bin
-# The suite stays well under CI's budget; every test is bounded by this.
+# The suite stays well under CI's budget; every test is bounded by this. Packages run one at
+# a time (-p 1): the integration tests run real daemons at millisecond heartbeats, and another
+# package loading eBPF programs beside them (the verifier) can keep their senders off this
+# 2-vCPU machine's CPUs for longer than a detection time.
 TEST_TIMEOUT ?= 15m
 # Packages needed to compile the C under bpf/ (only for `make generate`).
 BPF_APT := clang llvm libbpf-dev
@@ -42,7 +45,7 @@ lint: ## gofmt check, go vet and staticcheck
 
 test: ## Run the whole test suite (root runs the namespace and eBPF tests too)
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: ## Run every benchmark in full (root); results on stdout and in bench/results.json
 	$(GO) run ./bench -json bench/results.json all

@@ -1066,8 +1066,8 @@ func cpuCost(window time.Duration, fallback []int, threaded bool) (r cpuResult, 
 	}
 	time.Sleep(2 * time.Second)
 	type mark struct {
-		threads       map[int]threadTime
-		ticks, rt, ot uint64
+		threads map[int]threadTime
+		ticks   uint64
 	}
 	read := func() ([]mark, uint64, uint64, error) {
 		var ms []mark

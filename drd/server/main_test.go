@@ -1,46 +1,11 @@
 package server
 
 import (
-	"flag"
-	"fmt"
-	"os"
-	"runtime"
 	"testing"
-	"time"
+
+	"vigil/internal/leakcheck"
 )
 
 // TestMain fails the run if the tests leave file descriptors (rings, memfds, eventfds, sockets,
 // backing files) or goroutines behind.
-func TestMain(m *testing.M) {
-	time.Sleep(time.Millisecond) // the first timer starts the runtime's poller (two descriptors)
-	fds0, g0 := openFDs(), runtime.NumGoroutine()
-	code := m.Run()
-	// The fuzzing engine keeps goroutines of its own (signal handling) in its workers.
-	if f := flag.Lookup("test.fuzz"); code == 0 && (f == nil || f.Value.String() == "") {
-		var fds, g int
-		for range 100 { // let closing sessions and finalizers settle
-			runtime.GC()
-			if fds, g = openFDs(), runtime.NumGoroutine(); fds <= fds0 && g <= g0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if fds > fds0 || g > g0 {
-			fmt.Fprintf(os.Stderr, "leak check: %d descriptors and %d goroutines before, %d and %d after\n", fds0, g0, fds, g)
-			buf := make([]byte, 1<<20)
-			os.Stderr.Write(buf[:runtime.Stack(buf, true)])
-			ents, _ := os.ReadDir("/proc/self/fd")
-			for _, e := range ents {
-				l, _ := os.Readlink("/proc/self/fd/" + e.Name())
-				fmt.Fprintln(os.Stderr, e.Name(), l)
-			}
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func openFDs() int {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	return len(ents) - 1
-}
+func TestMain(m *testing.M) { leakcheck.Main(m) }

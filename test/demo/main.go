@@ -265,7 +265,7 @@ func report(n *vcluster.Node, mark int, t0 uint64, msg string, peer int) error {
 	if ev.Link != nil {
 		what = fmt.Sprintf("%s (link %d)", msg, *ev.Link)
 	}
-	fmt.Printf("  node 1 detected %q for node %d %v after the fault\n", what, peer,
+	fmt.Printf("  node %d detected %q for node %d %v after the fault\n", n.ID, what, peer,
 		time.Duration(ev.KernelNS-t0).Round(10*time.Microsecond))
 	return nil
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,20 +51,6 @@ func (*fakeClusterDB) NodeAdd(admin.NodeChange, string) (admin.NodeChangeResult,
 }
 func (*fakeClusterDB) NodeRemove(admin.NodeChange, string) (admin.NodeChangeResult, error) {
 	return admin.NodeChangeResult{Index: 50}, nil
-}
-
-func serveProvider(t *testing.T, p admin.Provider) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "vigild.sock")
-	s := &admin.Server{Provider: p, Log: slog.New(slog.DiscardHandler)}
-	if err := s.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return path
 }
 
 func runErr(t *testing.T, args ...string) (int, string, string) {

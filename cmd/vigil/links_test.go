@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,15 +33,7 @@ func (icFake) ClearLink(name string) (admin.ClearResult, error) {
 }
 
 func TestLinksInterconnect(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vigild.sock")
-	s := &admin.Server{Provider: icFake{}, Log: slog.New(slog.DiscardHandler)}
-	if err := s.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	path := serveProvider(t, icFake{})
 
 	want := `PEER  LINK         STATE  SINCE   LAST SEEN  RTT P50  RTT P99  LOSS  TRAFFIC         TX PKTS   ERRORS
 beta  priv0        up     1m ago  1ms ago    40µs     90µs     0%    -               7         12/10 BAD
@@ -74,15 +63,7 @@ func (icFake) Status() admin.Status {
 }
 
 func TestStatusInterconnect(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vigild.sock")
-	s := &admin.Server{Provider: icFake{}, Log: slog.New(slog.DiscardHandler)}
-	if err := s.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	path := serveProvider(t, icFake{})
 	got := runOK(t, "--socket", path, "status")
 	for _, want := range []string{"Interconnect:    cluster address 198.18.100.1, policy spread\n", "Disk heartbeat:  /dev/sdb\n"} {
 		if !strings.Contains(got, want) {

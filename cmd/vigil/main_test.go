@@ -163,10 +163,14 @@ func (fake) Counters() admin.Counters {
 }
 
 // serveFake starts an admin server with the fake provider and returns its socket path.
-func serveFake(t *testing.T) string {
+func serveFake(t *testing.T) string { return serveProvider(t, fake{}) }
+
+// serveProvider serves p on an admin socket in a temporary directory until the test ends, and
+// returns the socket's path.
+func serveProvider(t *testing.T, p admin.Provider) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "vigild.sock")
-	s := &admin.Server{Provider: fake{}, Log: slog.New(slog.DiscardHandler)}
+	s := &admin.Server{Provider: p, Log: slog.New(slog.DiscardHandler)}
 	if err := s.Listen(path); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X vigil/internal/buildinfo.version=$(VERSION)
+# The package version: commits on main count up, so every build sorts after the one before.
+DEB_VERSION ?= $(shell printf '0.1~git%s.%s' "$$(git rev-list --count HEAD 2>/dev/null || echo 0)" "$$(git rev-parse --short HEAD 2>/dev/null || echo local)")
 BIN     := bin
 # The suite stays well under CI's budget; every test is bounded by this. Packages run one at
 # a time (-p 1): the integration tests run real daemons at millisecond heartbeats, and another
@@ -13,13 +15,16 @@ TEST_TIMEOUT ?= 15m
 BPF_APT := clang llvm libbpf-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help build generate check-generate fmt lint test bench demo clean
+.PHONY: help build deb generate check-generate fmt lint test bench demo clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build vigild and vigil into ./bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/vigild ./cmd/vigil
+
+deb: ## Build the node package bin/vigil_VERSION_ARCH.deb (vigild + systemd unit, vigil)
+	@sh cmd/vigild/dist/mkdeb.sh '$(GO)' '$(VERSION)' '$(DEB_VERSION)' $(BIN)
 
 generate: ## Compile bpf/*.c into dataplane/*_bpfel.{go,o} with bpf2go (installs clang when missing)
 	@command -v clang >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || { \

@@ -22,6 +22,7 @@ import (
 
 	"vigil/internal/buildinfo"
 	"vigil/internal/nodeconf"
+	"vigil/internal/sdnotify"
 )
 
 // CLI holds vigild's flags.
@@ -88,7 +89,14 @@ func run(cli CLI) error {
 	if err != nil {
 		return err
 	}
+	// The admin socket listens and the heartbeat plane runs: tell systemd (Type=notify).
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		log.Warn("cannot tell the service manager that vigild is ready", "err", err)
+	}
 	err = d.run(ctx)
+	if _, nerr := sdnotify.Notify(sdnotify.Stopping); nerr != nil {
+		log.Warn("cannot tell the service manager that vigild is stopping", "err", nerr)
+	}
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -280,7 +281,18 @@ func (n *Node) Start() error {
 		args = append(args, "--raft-tick", n.c.Opts.RaftTick.String())
 	}
 	args = append(args, n.Args...)
+	// The daemon is started the way systemd starts it (Type=notify): it must say READY=1 on
+	// $NOTIFY_SOCKET, and by then its admin socket must answer.
+	notifyPath := filepath.Join(filepath.Dir(n.Config), fmt.Sprintf("notify-%d.sock", n.ID))
+	os.Remove(notifyPath)
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("node %d: notify socket: %w", n.ID, err)
+	}
+	defer os.Remove(notifyPath)
+	defer notify.Close()
 	cmd := n.NS.Command(filepath.Join(n.c.bin, "vigild"), args...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := n.NS.Start(cmd)
 	if err != nil {
@@ -291,13 +303,19 @@ func (n *Node) Start() error {
 	// tens of seconds on a machine loaded by parallel test packages: a generous bound.
 	const startTimeout = 60 * time.Second
 	deadline := time.Now().Add(startTimeout)
+	buf := make([]byte, 512)
 	for {
-		if cl, err := admin.Dial(n.Socket); err == nil {
-			_, err = cl.Status()
-			cl.Close()
+		notify.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if k, err := notify.Read(buf); err == nil && slices.Contains(strings.Split(string(buf[:k]), "\n"), "READY=1") {
+			cl, err := admin.Dial(n.Socket)
 			if err == nil {
-				return nil
+				_, err = cl.Status()
+				cl.Close()
 			}
+			if err != nil {
+				return fmt.Errorf("vigild on node %d said READY=1 but its admin socket does not answer: %w", n.ID, err)
+			}
+			return nil
 		}
 		select {
 		case <-p.Done():
@@ -308,9 +326,8 @@ func (n *Node) Start() error {
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(n.Log)
-			return fmt.Errorf("vigild on node %d: admin socket not answering after %v\n%s", n.ID, startTimeout, tail(string(b), 20))
+			return fmt.Errorf("vigild on node %d: no READY=1 on its notify socket after %v\n%s", n.ID, startTimeout, tail(string(b), 20))
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

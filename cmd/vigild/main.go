@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"vigil/control/metrics"
 	"vigil/internal/buildinfo"
 	"vigil/internal/nodeconf"
 	"vigil/internal/sdnotify"
@@ -40,6 +42,8 @@ type CLI struct {
 	RaftPeer   []string         `name:"raft-peer" placeholder:"ID=ADDR[:PORT]" help:"Cluster transport address of a peer (repeatable; default: from the UDP links)."`
 	RaftTick   time.Duration    `name:"raft-tick" default:"10ms" help:"Raft tick: heartbeats every tick, elections after 10-20 ticks without a leader (at once when the heartbeat plane sees the leader down)."`
 	Version    kong.VersionFlag `help:"Print the version and exit."`
+	// Prometheus metrics (control/metrics); off unless an address is given.
+	MetricsListen string `name:"metrics-listen" placeholder:"ADDR:PORT" help:"Serve Prometheus metrics over HTTP at /metrics on this address (e.g. 127.0.0.1:9405); off by default."`
 }
 
 func main() {
@@ -84,10 +88,25 @@ func run(cli CLI) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The metrics port first: when it is taken, nothing else has started.
+	var metricsLn net.Listener
+	if cli.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", cli.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		defer metricsLn.Close()
+	}
 	d, err := newDaemon(cfg, key, daemonOptions{BPFDir: cli.BPFDir, Log: log, Cluster: clusterFlags{
 		Witness: cli.Witness, Join: cli.Join, Listen: cli.RaftListen, Peers: cli.RaftPeer, Tick: cli.RaftTick}})
 	if err != nil {
 		return err
+	}
+	if metricsLn != nil {
+		go func() {
+			if err := metrics.Serve(ctx, metricsLn, d.provider(), log); err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
 	}
 	// The admin socket listens and the heartbeat plane runs: tell systemd (Type=notify).
 	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {

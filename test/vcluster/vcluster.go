@@ -43,6 +43,8 @@ type Options struct {
 	Witnesses []int
 	// RaftTick is vigild's --raft-tick; zero: the daemon's default.
 	RaftTick time.Duration
+	// Args are extra vigild flags for every node (before each node's own Node.Args).
+	Args []string
 	// Interconnect is written into every node's configuration as it is (zero: off); see
 	// ClusterNetwork for a network the harness does not use.
 	Interconnect nodeconf.Interconnect
@@ -280,6 +282,7 @@ func (n *Node) Start() error {
 	if n.c.Opts.RaftTick != 0 {
 		args = append(args, "--raft-tick", n.c.Opts.RaftTick.String())
 	}
+	args = append(args, n.c.Opts.Args...)
 	args = append(args, n.Args...)
 	// The daemon is started the way systemd starts it (Type=notify): it must say READY=1 on
 	// $NOTIFY_SOCKET, and by then its admin socket must answer.

@@ -293,8 +293,9 @@ type Iface struct {
 //
 // The driver feeds it every heartbeat payload received on a local interface (Receive), sends
 // back the echo reply Receive may return, calls Sweep every sweep period (no longer than the
-// interval) and hands the events to the control layer, and calls SetLinkDown when netlink
-// reports that a local interface lost or regained its carrier. Times are CLOCK_MONOTONIC nanoseconds,
+// interval) and hands the events to the control layer, calls SetLinkDown when netlink
+// reports that a local interface lost or regained its carrier, and SetTx with this node's
+// sender's latest stamps before Receive and Sweep. Times are CLOCK_MONOTONIC nanoseconds,
 // never zero (zero means never) and never decreasing. A Detector is not safe for concurrent
 // use.
 type Detector struct {

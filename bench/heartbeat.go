@@ -254,6 +254,10 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 			m["false_positives_"+path.name+"_soak_s"] = r.duration.Seconds()
 			m["false_positives_"+path.name+"_at_cpu_stall"] = float64(r.atCPUStall)
 			m["false_positives_"+path.name+"_neither"] = float64(r.neither)
+			m["false_positives_"+path.name+"_before_start"] = float64(r.beforeStart)
+			if r.beforeStart > 0 {
+				fmt.Fprintf(out, "%s: %d failure events before the soak started (not counted)\n", path.name, r.beforeStart)
+			}
 			m["false_positives_"+path.name+"_pause_max_ms"] = ms(r.pauseMax)
 			m["soak_"+path.name+"_stalled_node1"] = float64(r.stallsOfNode1)
 			m["soak_"+path.name+"_stalled_others"] = float64(r.stallsOther)
@@ -742,6 +746,7 @@ type soakResult struct {
 	inPause       int // of linkDown+peerDown: seen while node 1 was stopped or just after
 	atCPUStall    int // of linkDown+peerDown: seen during a vCPU stall the probe measured, or just after
 	neither       int // of linkDown+peerDown: neither of the two
+	beforeStart   int // failure events seen before the soak's clock (and the probe) started: not counted
 	stallsOfNode1 int // "peer stalled" about node 1: true, its daemon was stopped
 	stallsOther   int // "peer stalled" about nodes 2 and 3: false, but not a failure verdict
 	cpuStalls     int // probe wake-ups at least 3 ms late
@@ -878,13 +883,16 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 		return r, err
 	}
 	time.Sleep(time.Second)
+	// The probe records wake-ups more than 1 ms late for the timeline; the classification
+	// counts those of 2 ms or more. It runs before the soak's clock starts, and the soak
+	// counts the events from then on, so every counted event happened under the probe's
+	// watch (the load starts after both).
+	probe := startStallProbe(time.Millisecond)
+	soakStartNS := heartbeat.MonotonicNow()
 	marks := make([]int, len(c.Nodes))
 	for i, n := range c.Nodes {
 		marks[i] = n.LogLines()
 	}
-	// The probe records wake-ups more than 1 ms late for the timeline; the classification
-	// counts those of 2 ms or more. It starts before the load, which counts from its start.
-	probe := startStallProbe(time.Millisecond)
 	load, err := c.Net.SaturateCPUs(d + time.Minute)
 	if err != nil {
 		_, _ = probe.Stop()
@@ -895,7 +903,6 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 	grace := uint64(hbMultiplier*interval + 50*time.Millisecond)
 	var windows [][2]uint64
 	start := time.Now()
-	soakStartNS := heartbeat.MonotonicNow()
 	end := start.Add(d)
 	p1 := c.Node(1).Proc()
 	for {
@@ -975,6 +982,10 @@ func soakRun(d time.Duration, fallback []int) (r soakResult, err error) {
 			return r, err
 		}
 		for _, ev := range evs {
+			if ev.KernelNS != 0 && ev.KernelNS < soakStartNS {
+				r.beforeStart++ // logged after the mark, seen by a sweep before the probe ran
+				continue
+			}
 			switch ev.Msg {
 			case "link down":
 				r.linkDown++

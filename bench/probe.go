@@ -49,28 +49,36 @@ type stallProbe struct {
 }
 
 // startStallProbe starts one probe thread per CPU; it records wake-ups later than threshold.
+// It returns once every thread runs pinned at its priority (or failed to), so that whatever
+// the caller starts next is watched from its beginning.
 func startStallProbe(threshold time.Duration) *stallProbe {
 	p := &stallProbe{threshold: threshold, stop: make(chan struct{})}
+	var ready sync.WaitGroup
 	for cpu := range runtime.NumCPU() {
-		p.wg.Go(func() { p.run(cpu) })
+		ready.Add(1)
+		p.wg.Go(func() { p.run(cpu, ready.Done) })
 	}
+	ready.Wait()
 	return p
 }
 
-func (p *stallProbe) run(cpu int) {
+func (p *stallProbe) run(cpu int, ready func()) {
 	// The thread keeps its real-time policy and affinity and dies with the goroutine.
 	runtime.LockOSThread()
 	var set unix.CPUSet
 	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		p.fail(fmt.Errorf("probe: pin to cpu %d: %w", cpu, err))
+		ready()
 		return
 	}
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: probePriority}
 	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
 		p.fail(fmt.Errorf("probe: SCHED_FIFO on cpu %d: %w", cpu, err))
+		ready()
 		return
 	}
+	ready()
 	n := 0
 	next := heartbeat.MonotonicNow()
 loop:

@@ -21,6 +21,9 @@
 #include "heartbeat.h"
 
 #define CLOCK_MONOTONIC 1
+/* User space writes some maps through mmap while the programs run: read each
+ * such field once. */
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -52,6 +55,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct hb_peer);
 } peers SEC(".maps");
+
+/* Written by this node's sender, per link: when it sent and when it owes the
+ * next send (struct hb_tx). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, HB_MAX_LINKS);
+	__type(key, __u32);
+	__type(value, struct hb_tx);
+} txstamps SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -88,6 +101,7 @@ struct {
 /* Make the types reachable from BTF for bpf2go -type. */
 const struct hb_frame *unused_hb_frame __attribute__((unused));
 const struct hb_event *unused_hb_event __attribute__((unused));
+const struct hb_tx *unused_hb_tx __attribute__((unused));
 const enum hb_counter *unused_hb_counter __attribute__((unused));
 const enum hb_peer_state *unused_hb_peer_state __attribute__((unused));
 const enum hb_link_state *unused_hb_link_state __attribute__((unused));
@@ -179,6 +193,33 @@ static __always_inline struct hb_slot *slot_of(__u32 peer, __u32 link)
 	return bpf_map_lookup_elem(&slots, &idx);
 }
 
+/* The sender's gap_ns on link now (0 without a sender). */
+static __always_inline __u64 tx_gap(__u32 link)
+{
+	struct hb_tx *tx = bpf_map_lookup_elem(&txstamps, &link);
+
+	return tx ? READ_ONCE(tx->gap_ns) : 0;
+}
+
+/* How long the echoes of slot s (on link) have been missing while this node's
+ * sender was sending: now - last_echo_ns less the sender's quiet time since. */
+static __always_inline __u64 echo_age(const struct hb_slot *s, __u32 link, __u64 now)
+{
+	struct hb_tx *tx = bpf_map_lookup_elem(&txstamps, &link);
+	__u64 a = age(now, s->last_echo_ns), due, gap, quiet;
+
+	if (!tx)
+		return a;
+	due = READ_ONCE(tx->due_ns);
+	gap = READ_ONCE(tx->gap_ns);
+	if (!due)
+		return a;
+	quiet = age(now, due);
+	if (gap > s->echo_gap_ns)
+		quiet += gap - s->echo_gap_ns;
+	return a > quiet ? a - quiet : 0;
+}
+
 /* rise counts frames that came no more than detect apart. */
 static __always_inline void bump_rise(struct hb_slot *s, const struct hb_config *cfg, __u64 now)
 {
@@ -235,6 +276,7 @@ static __always_inline __u32 record(struct hb_frame *fr, const struct hb_config 
 		else
 			s->srtt_ns -= (s->srtt_ns - rtt) / 8;
 		s->last_rtt_ns = rtt;
+		s->echo_gap_ns = tx_gap(fr->link_id);
 		s->last_echo_seq = fr->seq;
 		s->last_echo_ns = now;
 		s->rx_echo++;
@@ -420,7 +462,10 @@ static long sweep_link(__u64 index, void *arg)
 		return 1;
 	seen = max64(s->last_data_ns, s->last_echo_ns);
 	carrier = !(cfg->links_down & (1u << link));
-	fresh = carrier && seen && age(now, seen) <= cfg->detect_ns;
+	fresh = carrier && seen &&
+		(age(now, seen) <= cfg->detect_ns ||
+		 (s->last_echo_ns > s->last_data_ns + cfg->detect_ns &&
+		  echo_age(s, link, now) <= cfg->detect_ns));
 	st = s->state;
 	if (st == HB_LINK_UP && !fresh && carrier && held(ps, cfg->detect_ns, seen)) {
 		if (ps->late)

@@ -53,9 +53,33 @@
  * ------------------------------------------------------------
  * Let detect = cfg.detect_ns (interval x multiplier) and, for a slot,
  * seen = max(last_data_ns, last_echo_ns). A slot counts as fresh when
- * now - seen <= detect and its link is not in cfg.links_down (user space sets
+ * now - seen <= detect (or its echo age, below, is <= detect) and its link is
+ * not in cfg.links_down (user space sets
  * that bit when netlink reports the local interface without carrier, so the
  * link goes down at the next sweep instead of after detect).
+ *
+ * Echo silence counts only while this node was sending. Echo replies answer
+ * this node's own requests, so they stop when its sender stops (a stalled or
+ * killed daemon, a vCPU the hypervisor did not run), whatever the peer does.
+ * The sender stamps, per link, a struct hb_tx in the mmapable map txstamps:
+ * due_ns, the time by which it promises its next send (its next deadline plus
+ * half an interval of slack), and gap_ns, the sum over its sends of how late
+ * each came after the due_ns before it. The XDP program copies gap_ns into
+ * the slot's echo_gap_ns when it records an echo reply. The echo age of a
+ * slot is then
+ *   now - last_echo_ns, less the time the sender was quiet since then:
+ *   (gap_ns - echo_gap_ns) for gaps already over, plus now - due_ns when the
+ *   sender is overdue now (each part only when positive; never below zero)
+ * and it replaces now - last_echo_ns in the freshness below when the slot is
+ * echo-only: last_echo_ns > last_data_ns + detect (the peer's kernel has
+ * answered for more than detect after its daemon last spoke: the slot of a
+ * STALLED peer). A slot whose data was fresh when its last echo came keeps the
+ * plain ages, so a link to a live peer that dies while this node's sender is
+ * stalled still goes down on the data's silence. A due_ns of zero (no sender
+ * stamped, or tests) leaves the plain age. With a punctual sender the quiet time is zero and
+ * nothing changes. A peer whose daemon was killed, seen through its kernel's
+ * echoes only, therefore stays STALLED (not DOWN) while this node's own
+ * sender stalls, and a failure is judged on the requests really sent.
  *
  * Link (per peer and link), with hysteresis:
  *   DOWN -> UP    when fresh and rise >= cfg.rise (rise counts
@@ -225,6 +249,15 @@ struct hb_slot {
 	__u32 rise;		/* consecutive frames (XDP); reset by the sweep */
 	__u8 peer_mac[6];	/* learned from the peer's data frames */
 	__u8 pad[2];
+	__u64 echo_gap_ns;	/* txstamps gap_ns when the last echo was recorded */
+};
+
+/* This node's sender on one link, index link id of an mmapable array written
+ * by user space (see "Echo silence counts only while this node was sending"). */
+struct hb_tx {
+	__u64 sent_ns;		/* last send (CLOCK_MONOTONIC) */
+	__u64 due_ns;		/* the next send is due by then; 0: no sender */
+	__u64 gap_ns;		/* total time sends came after their due_ns */
 };
 
 /* One peer, index by node id, written by the sweep. */

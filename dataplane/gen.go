@@ -15,5 +15,5 @@
 package dataplane
 
 //go:generate go tool bpf2go -tags linux -target bpfel -type stats_class -type stats_counter stats ../bpf/stats.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu
-//go:generate go tool bpf2go -tags linux -target bpfel -type hb_frame -type hb_event -type hb_config -type hb_iface -type hb_slot -type hb_peer -type hb_counter -type hb_peer_state -type hb_link_state -type hb_event_kind -type hb_flags heartbeat ../bpf/heartbeat.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu
+//go:generate go tool bpf2go -tags linux -target bpfel -type hb_frame -type hb_event -type hb_config -type hb_iface -type hb_slot -type hb_tx -type hb_peer -type hb_counter -type hb_peer_state -type hb_link_state -type hb_event_kind -type hb_flags heartbeat ../bpf/heartbeat.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu
 //go:generate go tool bpf2go -tags linux -target bpfel -type st_policy -type st_counter -type st_config -type st_link -type st_stats steer ../bpf/steer.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu

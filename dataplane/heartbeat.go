@@ -64,6 +64,8 @@ type Heartbeat struct {
 	log    *slog.Logger
 	slots  *ebpf.Memory
 	peers  *ebpf.Memory
+	tx     *ebpf.Memory
+	txBuf  [txSize]byte // StoreTx's encoding buffer: only the sender calls it
 	events *ringbuf.Reader
 
 	closeEvents sync.Once
@@ -120,6 +122,10 @@ func LoadHeartbeat(opts HeartbeatOptions) (*Heartbeat, error) {
 	if h.peers, err = h.objs.Peers.Memory(); err != nil {
 		h.objs.Close()
 		return nil, fmt.Errorf("map peers memory: %w", err)
+	}
+	if h.tx, err = h.objs.Txstamps.Memory(); err != nil {
+		h.objs.Close()
+		return nil, fmt.Errorf("map txstamps memory: %w", err)
 	}
 	if h.events, err = ringbuf.NewReader(h.objs.Events); err != nil {
 		h.objs.Close()
@@ -317,8 +323,38 @@ func (h *Heartbeat) RunXDP(frame []byte) (uint32, []byte, error) {
 	return ret, opts.DataOut, nil
 }
 
+// LoadTx reads the sender's stamp of link from the mmapped txstamps map (heartbeat.TxStamps).
+// Pinned, it holds what the previous daemon stamped last.
+func (h *Heartbeat) LoadTx(link uint8) heartbeat.TxStamp {
+	var b [txSize]byte
+	if _, err := h.tx.ReadAt(b[:], int64(link%maxLinks)*txSize); err != nil {
+		return heartbeat.TxStamp{}
+	}
+	return heartbeat.TxStamp{
+		SentNS: binary.LittleEndian.Uint64(b[0:]),
+		DueNS:  binary.LittleEndian.Uint64(b[8:]),
+		GapNS:  binary.LittleEndian.Uint64(b[16:]),
+	}
+}
+
+// StoreTx writes the sender's stamp of link into the mmapped txstamps map, without a system
+// call (heartbeat.TxStamps). Only one goroutine, the sender, may call it.
+func (h *Heartbeat) StoreTx(link uint8, t heartbeat.TxStamp) {
+	b := h.txBuf[:]
+	binary.LittleEndian.PutUint64(b[0:], t.SentNS)
+	binary.LittleEndian.PutUint64(b[8:], t.DueNS)
+	binary.LittleEndian.PutUint64(b[16:], t.GapNS)
+	// The gap first, then the due time: the sweep reads due_ns before gap_ns, so it never
+	// sees a new due_ns with the old gap_ns (which would count the gap a send just closed as
+	// echo silence). link%maxLinks keeps both writes inside the map, so they cannot fail.
+	off := int64(link%maxLinks) * txSize
+	_, _ = h.tx.WriteAt(b[16:24], off+16)
+	_, _ = h.tx.WriteAt(b[0:16], off)
+}
+
 const (
-	slotSize = 120 // sizeof(struct hb_slot)
+	txSize   = 24  // sizeof(struct hb_tx)
+	slotSize = 128 // sizeof(struct hb_slot)
 	peerSize = 56  // sizeof(struct hb_peer)
 	maxLinks = 4   // HB_MAX_LINKS
 )
@@ -338,7 +374,7 @@ func (h *Heartbeat) Slot(peer uint16, linkID uint8) (heartbeat.Slot, error) {
 		LastSeq: k.LastSeq, LastEchoSeq: k.LastEchoSeq, RxData: k.RxData, RxEcho: k.RxEcho,
 		Lost: k.Lost, LastRTTNS: k.LastRttNs, SRTTNS: k.SrttNs, Progress: k.Progress,
 		ProgressNS: k.ProgressNs, SinceNS: k.SinceNs, State: heartbeat.LinkState(k.State),
-		Rise: k.Rise, PeerMAC: k.PeerMac,
+		Rise: k.Rise, PeerMAC: k.PeerMac, EchoGapNS: k.EchoGapNs,
 	}, nil
 }
 
@@ -422,7 +458,7 @@ func (h *Heartbeat) Detach() error {
 	}
 	h.mu.Unlock()
 	if h.opts.PinDir != "" {
-		for _, m := range []*ebpf.Map{h.objs.Config, h.objs.Ifaces, h.objs.Slots, h.objs.Peers, h.objs.Counters, h.objs.Events, h.objs.Timers, h.objs.LinkBadMac} {
+		for _, m := range []*ebpf.Map{h.objs.Config, h.objs.Ifaces, h.objs.Slots, h.objs.Peers, h.objs.Counters, h.objs.Events, h.objs.Timers, h.objs.LinkBadMac, h.objs.Txstamps} {
 			if err := m.Unpin(); err != nil {
 				errs = append(errs, err)
 			}

@@ -153,6 +153,7 @@ type heartbeatHbSlot struct {
 	Rise        uint32
 	PeerMac     [6]uint8
 	Pad         [2]uint8
+	EchoGapNs   uint64
 }
 
 type heartbeatHbTimer struct {
@@ -161,6 +162,13 @@ type heartbeatHbTimer struct {
 		_ structs.HostLayout
 		_ [16]byte
 	}
+}
+
+type heartbeatHbTx struct {
+	_      structs.HostLayout
+	SentNs uint64
+	DueNs  uint64
+	GapNs  uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -175,6 +183,7 @@ const (
 	heartbeatMapPeers             = "peers"
 	heartbeatMapSlots             = "slots"
 	heartbeatMapTimers            = "timers"
+	heartbeatMapTxstamps          = "txstamps"
 	heartbeatProgHbStart          = "hb_start"
 	heartbeatProgHbSweep          = "hb_sweep"
 	heartbeatProgHbXdp            = "hb_xdp"
@@ -185,6 +194,7 @@ const (
 	heartbeatVarUnusedHbFrame     = "unused_hb_frame"
 	heartbeatVarUnusedHbLinkState = "unused_hb_link_state"
 	heartbeatVarUnusedHbPeerState = "unused_hb_peer_state"
+	heartbeatVarUnusedHbTx        = "unused_hb_tx"
 )
 
 // loadHeartbeat returns the embedded CollectionSpec for heartbeat.
@@ -246,6 +256,7 @@ type heartbeatMapSpecs struct {
 	Peers      *ebpf.MapSpec `ebpf:"peers"`
 	Slots      *ebpf.MapSpec `ebpf:"slots"`
 	Timers     *ebpf.MapSpec `ebpf:"timers"`
+	Txstamps   *ebpf.MapSpec `ebpf:"txstamps"`
 }
 
 // heartbeatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -259,6 +270,7 @@ type heartbeatVariableSpecs struct {
 	UnusedHbFrame     *ebpf.VariableSpec `ebpf:"unused_hb_frame"`
 	UnusedHbLinkState *ebpf.VariableSpec `ebpf:"unused_hb_link_state"`
 	UnusedHbPeerState *ebpf.VariableSpec `ebpf:"unused_hb_peer_state"`
+	UnusedHbTx        *ebpf.VariableSpec `ebpf:"unused_hb_tx"`
 }
 
 // heartbeatObjects contains all objects after they have been loaded into the kernel.
@@ -289,6 +301,7 @@ type heartbeatMaps struct {
 	Peers      *ebpf.Map `ebpf:"peers"`
 	Slots      *ebpf.Map `ebpf:"slots"`
 	Timers     *ebpf.Map `ebpf:"timers"`
+	Txstamps   *ebpf.Map `ebpf:"txstamps"`
 }
 
 func (m *heartbeatMaps) Close() error {
@@ -301,6 +314,7 @@ func (m *heartbeatMaps) Close() error {
 		m.Peers,
 		m.Slots,
 		m.Timers,
+		m.Txstamps,
 	)
 }
 
@@ -315,6 +329,7 @@ type heartbeatVariables struct {
 	UnusedHbFrame     *ebpf.Variable `ebpf:"unused_hb_frame"`
 	UnusedHbLinkState *ebpf.Variable `ebpf:"unused_hb_link_state"`
 	UnusedHbPeerState *ebpf.Variable `ebpf:"unused_hb_peer_state"`
+	UnusedHbTx        *ebpf.Variable `ebpf:"unused_hb_tx"`
 }
 
 // heartbeatPrograms contains all programs after they have been loaded into the kernel.

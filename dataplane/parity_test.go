@@ -16,9 +16,10 @@ import (
 // random schedules of frames, carrier changes and sweeps, and requires the same verdicts, the
 // same events and the same slots and peers. The Go detector is the reference the rules are
 // tested on; this holds the kernel to it. Seeds 4 and up turn on pause compensation and stall
-// the sweeps now and then.
+// the sweeps now and then. Seeds 2, 3, 6, 7 and 8 stamp our own sender's send times
+// (txstamps) and stop it now and then, so that echo silence is judged against them.
 func TestKernelMatchesGoDetector(t *testing.T) {
-	for seed := range uint64(8) {
+	for seed := range uint64(9) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { checkParity(t, seed) })
 	}
 }
@@ -31,7 +32,8 @@ func checkParity(t *testing.T, seed uint64) {
 	if seed%2 == 1 {
 		kc.ProgressNS = 8_000_000
 	}
-	compensate := seed >= 4
+	compensate := seed >= 4 && seed < 8
+	stamped := seed%4 >= 2 || seed == 8
 	if compensate {
 		kc.CatchupNS = 1_000_000
 	}
@@ -57,20 +59,59 @@ func checkParity(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 
+	// With stamps on, a twin that never gets them shows that the schedule made them matter.
+	detN, err := heartbeat.NewDetector(gc, []uint16{2, 3}, ifaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	now := uint64(testNow)
-	var seq [4][2]uint64     // data seq per peer and link
-	var echoSeq [4][2]uint64 // our seq per peer and link
+	var tx [2]heartbeat.TxStamp // our sender's stamps per link
+	muted := false              // our sender stopped: no stamps, no echoes
+	var seq [4][2]uint64        // data seq per peer and link
+	var echoSeq [4][2]uint64    // our seq per peer and link
 	inc := [4]uint64{2: 5, 3: 9}
 	progress := [4]uint64{}
-	silent := [4]bool{}  // daemon stalled: no data frames
-	cut := [4][2]bool{}  // link cut: no frames at all
-	var linksDown uint32 // local carrier
-	events, differ := 0, 0
+	silent := [4]bool{3: stamped} // daemon stalled: no data frames (echo-only slots)
+	cut := [4][2]bool{}           // link cut: no frames at all
+	var linksDown uint32          // local carrier
+	events, differ, differStamps := 0, 0, 0
 	sweep := func(step int) {
 		gev := compareSweep(t, step, h, det, now)
 		events += len(gev)
 		if !slices.Equal(gev, det0.Sweep(now)) {
 			differ++
+		}
+		if !slices.Equal(gev, detN.Sweep(now)) {
+			differStamps++
+		}
+
+	}
+	// deliver runs one frame from peer p on link l through the XDP program and the detectors.
+	deliver := func(step int, f heartbeat.Frame, p uint16, l uint8, key heartbeat.Key) {
+		payload := f.AppendEncode(nil, key)
+		if err := h.SetInterface(1, l, selfMAC); err != nil {
+			t.Fatal(err)
+		}
+		var src [6]byte
+		copy(src[:], peerMAC)
+		src[5] = byte(p)
+		kv, out, err := h.RunXDP(ethFrame(broadcast, src[:], payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gv, reply := det.Receive(now, 100+int(l), src, payload)
+		det0.Receive(now, 100+int(l), src, payload)
+		detN.Receive(now, 100+int(l), src, payload)
+		wantVerdict := uint32(xdpDrop)
+		if reply != nil {
+			wantVerdict = xdpTX
+			if string(out[14:14+heartbeat.FrameSize]) != string(reply) {
+				t.Fatalf("step %d: reflected frame differs:\nkernel % x\ngo     % x", step, out[14:78], reply)
+			}
+		}
+		if kv != wantVerdict {
+			t.Fatalf("step %d: frame %+v: kernel verdict %d, Go verdict %v (reply %v)", step, f, kv, gv, reply != nil)
 		}
 	}
 	for step := range 1500 {
@@ -79,6 +120,26 @@ func checkParity(t *testing.T, seed uint64) {
 		kc.LinksDown = linksDown
 		if err := h.SetConfig(kc); err != nil {
 			t.Fatal(err)
+		}
+		if stamped && !muted && rng.IntN(4) != 0 { // our sender sends (not at every step)
+			for l := range uint8(2) {
+				tx[l] = tx[l].Next(now, now+1_500_000)
+				h.StoreTx(l, tx[l])
+				det.SetTx(l, tx[l])
+				det0.SetTx(l, tx[l])
+				// The kernels of silent peers answer every request (the others answer at
+				// random below, with their data frames).
+				for p := uint16(2); p <= 3; p++ {
+					if silent[p] && !cut[p][l] {
+						echoSeq[p][l]++
+						deliver(step, heartbeat.Frame{Flags: heartbeat.FlagEchoReply, LinkID: l, ClusterID: testCluster,
+							SrcNode: testSelf, EchoNode: p, Incarnation: testInc, Seq: echoSeq[p][l], SendNS: now - 50_000, EchoNS: now}, p, l, testKey)
+					}
+				}
+			}
+		}
+		if stamped && rng.IntN(40) == 0 { // our own sender stops or resumes
+			muted = !muted
 		}
 		switch r := rng.IntN(100); {
 		case r < 3: // a peer's daemon stops or resumes
@@ -92,6 +153,7 @@ func checkParity(t *testing.T, seed uint64) {
 			linksDown ^= 1 << l
 			det.SetLinkDown(l, linksDown&(1<<l) != 0)
 			det0.SetLinkDown(l, linksDown&(1<<l) != 0)
+			detN.SetLinkDown(l, linksDown&(1<<l) != 0)
 			kc.LinksDown = linksDown
 			if err := h.SetConfig(kc); err != nil {
 				t.Fatal(err)
@@ -114,6 +176,9 @@ func checkParity(t *testing.T, seed uint64) {
 				}
 				f.Flags, f.SrcNode, f.Incarnation, f.Seq, f.Progress = heartbeat.FlagEchoRequest, p, inc[p], seq[p][l], progress[p]
 			} else {
+				if stamped && muted {
+					continue // no request of ours to answer
+				}
 				echoSeq[p][l]++
 				f.Flags, f.SrcNode, f.EchoNode, f.Incarnation, f.Seq, f.EchoNS = heartbeat.FlagEchoReply, testSelf, p, testInc, echoSeq[p][l], now
 			}
@@ -121,29 +186,7 @@ func checkParity(t *testing.T, seed uint64) {
 			if rng.IntN(30) == 0 {
 				key = otherKey
 			}
-			payload := f.AppendEncode(nil, key)
-			if err := h.SetInterface(1, l, selfMAC); err != nil {
-				t.Fatal(err)
-			}
-			var src [6]byte
-			copy(src[:], peerMAC)
-			src[5] = byte(p)
-			kv, out, err := h.RunXDP(ethFrame(broadcast, src[:], payload))
-			if err != nil {
-				t.Fatal(err)
-			}
-			gv, reply := det.Receive(now, 100+int(l), src, payload)
-			det0.Receive(now, 100+int(l), src, payload)
-			wantVerdict := uint32(xdpDrop)
-			if reply != nil {
-				wantVerdict = xdpTX
-				if string(out[14:14+heartbeat.FrameSize]) != string(reply) {
-					t.Fatalf("step %d: reflected frame differs:\nkernel % x\ngo     % x", step, out[14:78], reply)
-				}
-			}
-			if kv != wantVerdict {
-				t.Fatalf("step %d: frame %+v: kernel verdict %d, Go verdict %v (reply %v)", step, f, kv, gv, reply != nil)
-			}
+			deliver(step, f, p, l, key)
 		case r < 62 && compensate: // this node stalls: no frame, no sweep for 2-8 ms
 			now += 2_000_000 + uint64(rng.IntN(6_000_000))
 			kc.NowNS = now
@@ -172,7 +215,14 @@ func checkParity(t *testing.T, seed uint64) {
 	if !compensate && differ != 0 {
 		t.Errorf("%d sweeps differ from the twin detector with compensation off", differ)
 	}
-	t.Logf("%d events agreed; %d sweeps changed by pause compensation; counters %v", events, differ, kcount)
+	if stamped && differStamps == 0 {
+		t.Errorf("weak schedule: the sender's stamps never changed a sweep's events")
+	}
+	if !stamped && differStamps != 0 {
+		t.Errorf("%d sweeps differ from the twin detector without stamps", differStamps)
+	}
+	t.Logf("%d events agreed; %d sweeps changed by pause compensation, %d by the sender's stamps; counters %v",
+		events, differ, differStamps, kcount)
 }
 
 // compareSweep sweeps both at now, compares, and returns the events.

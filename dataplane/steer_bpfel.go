@@ -32,6 +32,7 @@ type steerHbSlot struct {
 	Rise        uint32
 	PeerMac     [6]uint8
 	Pad         [2]uint8
+	EchoGapNs   uint64
 }
 
 type steerStConfig struct {

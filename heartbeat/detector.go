@@ -176,7 +176,31 @@ type Slot struct {
 	State       LinkState
 	Rise        uint32 // frames in a row, no more than DetectNS apart
 	PeerMAC     [6]byte
+	EchoGapNS   uint64 // the sender's TxStamp.GapNS when the last echo was recorded
 }
+
+// TxStamp is what this node's sender tells the detector about its sending on one link (struct
+// hb_tx): echo replies answer our own requests, so their silence is evidence only for the time
+// we were sending (bpf/heartbeat.h, "Echo silence counts only while this node was sending").
+type TxStamp struct {
+	SentNS uint64 // the last send
+	DueNS  uint64 // the next send is due by then; zero: no sender (plain echo ages)
+	GapNS  uint64 // the total time sends came after the DueNS before them
+}
+
+// Next returns the stamp after a send at now that promises the next send by due: a send
+// after the previous DueNS adds its lateness to GapNS.
+func (t TxStamp) Next(now, due uint64) TxStamp {
+	gap := t.GapNS
+	if t.DueNS != 0 && now > t.DueNS {
+		gap += now - t.DueNS
+	}
+	return TxStamp{SentNS: now, DueNS: due, GapNS: gap}
+}
+
+// TxSlack is how long after its next deadline a send still counts as punctual, as a fraction
+// of the interval: TxStamp.DueNS = next deadline + interval / TxSlackDiv.
+const TxSlackDiv = 2
 
 // seen is the time of the last valid frame of either kind.
 func (s *Slot) seen() uint64 { return max(s.LastDataNS, s.LastEchoNS) }
@@ -269,14 +293,16 @@ type Iface struct {
 //
 // The driver feeds it every heartbeat payload received on a local interface (Receive), sends
 // back the echo reply Receive may return, calls Sweep every sweep period (no longer than the
-// interval) and hands the events to the control layer, and calls SetLinkDown when netlink
-// reports that a local interface lost or regained its carrier. Times are CLOCK_MONOTONIC nanoseconds,
+// interval) and hands the events to the control layer, calls SetLinkDown when netlink
+// reports that a local interface lost or regained its carrier, and SetTx with this node's
+// sender's latest stamps before Receive and Sweep. Times are CLOCK_MONOTONIC nanoseconds,
 // never zero (zero means never) and never decreasing. A Detector is not safe for concurrent
 // use.
 type Detector struct {
 	cfg       Config
 	ifaces    map[int]Iface
 	linksDown uint32 // bit per link without local carrier (hb_config.links_down)
+	tx        [MaxLinks]TxStamp
 	slots     [MaxNodes][MaxLinks]Slot
 	peers     [MaxNodes]Peer
 	counters  [NumCounters]uint64
@@ -437,6 +463,7 @@ func (d *Detector) recordEcho(now uint64, iface Iface, f *Frame) Counter {
 		s.SRTTNS -= (s.SRTTNS - rtt) / 8
 	}
 	s.LastRTTNS = rtt
+	s.EchoGapNS = d.tx[f.LinkID].GapNS
 	s.LastEchoSeq = f.Seq
 	s.LastEchoNS = now
 	s.RxEcho++
@@ -497,6 +524,38 @@ func (d *Detector) SetLinkDown(link uint8, down bool) {
 	}
 }
 
+// SetTx records what this node's sender last stamped for link (the txstamps map in the
+// kernel). The driver calls it before Receive and Sweep with the sender's latest stamp; a
+// link that never gets one keeps the plain echo age. A link outside 0..MaxLinks-1 is ignored.
+func (d *Detector) SetTx(link uint8, tx TxStamp) {
+	if link < MaxLinks {
+		d.tx[link] = tx
+	}
+}
+
+// echoAge is how long the echoes of s (on link) have been missing while this node's sender
+// was sending: now - LastEchoNS less the time the sender was quiet since.
+func (d *Detector) echoAge(s *Slot, link uint32, now uint64) uint64 {
+	a := age(now, s.LastEchoNS)
+	tx := d.tx[link]
+	if tx.DueNS == 0 {
+		return a
+	}
+	quiet := age(now, tx.DueNS)
+	if tx.GapNS > s.EchoGapNS {
+		quiet += tx.GapNS - s.EchoGapNS
+	}
+	return age(a, quiet)
+}
+
+// linkFresh reports whether slot s of link was heard from within DetectNS at now: its newest
+// frame, or, when the slot is echo-only (its echoes outlived its last data frame by more than
+// DetectNS: a STALLED peer's), its echo age.
+func (d *Detector) linkFresh(s *Slot, link uint32, now uint64) bool {
+	return d.fresh(now, s.seen()) ||
+		s.LastEchoNS > s.LastDataNS+d.cfg.DetectNS && d.echoAge(s, link, now) <= d.cfg.DetectNS
+}
+
 // Sweep applies the detection rules of bpf/heartbeat.h at now and returns the transitions, in
 // the kernel's order: peers by id, and for each its link events by link id, then its peer
 // event, then its jeopardy event.
@@ -539,7 +598,7 @@ func (d *Detector) sweepPeer(events []Event, id uint16, now uint64) []Event {
 	for link := range cfg.NLinks {
 		s := &d.slots[id][link]
 		carrier := d.linksDown&(1<<link) == 0
-		fresh := carrier && d.fresh(now, s.seen())
+		fresh := carrier && d.linkFresh(s, link, now)
 		old[link] = s.State
 		switch {
 		case s.State == LinkUp && !fresh && carrier && held(s.seen()):

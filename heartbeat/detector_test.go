@@ -742,6 +742,10 @@ type scenario struct {
 	ourSeq [MaxLinks]uint64
 	peers  []*simPeer
 	events []string
+	// Our sender: muted sends nothing (so no peer echoes); it stamps a TxStamp per link and
+	// send unless noStamps (the detector then judges echoes by their plain age).
+	muted, noStamps bool
+	tx              [MaxLinks]TxStamp
 }
 
 type simPeer struct {
@@ -786,7 +790,13 @@ func (s *scenario) tick(n int) *scenario {
 			}
 		}
 		for link := range uint8(2) {
-			s.ourSeq[link]++
+			if !s.muted {
+				s.ourSeq[link]++
+				if !s.noStamps {
+					s.tx[link] = s.tx[link].Next(s.now, s.now+uint64(interval+interval/TxSlackDiv))
+					s.d.SetTx(link, s.tx[link])
+				}
+			}
 			for _, p := range s.peers {
 				if p.cut[link] {
 					continue
@@ -794,7 +804,7 @@ func (s *scenario) tick(n int) *scenario {
 				if p.daemon {
 					s.data(p.id, link)
 				}
-				if p.kernel {
+				if p.kernel && !s.muted {
 					s.echo(p.id, link)
 				}
 			}
@@ -892,6 +902,10 @@ func (s *scenario) restart(id uint16) *scenario {
 	p.seq = [MaxLinks]uint64{}
 	return s
 }
+
+// mute stops our own sender (a stalled or stopped daemon, a vCPU not run); unmute resumes it.
+func (s *scenario) mute() *scenario   { s.muted = true; return s }
+func (s *scenario) unmute() *scenario { s.muted = false; return s }
 
 func (s *scenario) freeze(id uint16) *scenario { s.peer(id).frozen = true; return s }
 func (s *scenario) thaw(id uint16) *scenario   { s.peer(id).frozen = false; return s }

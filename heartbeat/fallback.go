@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,30 @@ type Fallback struct {
 
 	sendMu sync.Mutex // held while sending on or closing events
 	closed bool
+
+	tx [MaxLinks]struct{ sent, due, gap atomic.Uint64 } // the sender's stamps (TxStamps)
+}
+
+// LoadTx returns the sender's last stamp of link (TxStamps).
+func (f *Fallback) LoadTx(link uint8) TxStamp {
+	t := &f.tx[link%MaxLinks]
+	return TxStamp{SentNS: t.sent.Load(), DueNS: t.due.Load(), GapNS: t.gap.Load()}
+}
+
+// StoreTx records the sender's stamp of link (TxStamps); the detector gets it before its next
+// Receive or Sweep.
+func (f *Fallback) StoreTx(link uint8, s TxStamp) {
+	t := &f.tx[link%MaxLinks]
+	t.gap.Store(s.GapNS)
+	t.sent.Store(s.SentNS)
+	t.due.Store(s.DueNS)
+}
+
+// syncTx hands the sender's stamps to the detector; f.mu must be held.
+func (f *Fallback) syncTx() {
+	for l := range uint8(len(f.links)) {
+		f.det.SetTx(l, f.LoadTx(l))
+	}
 }
 
 // NewFallback returns a receiver for det over links (indexed by link id), sweeping every sweep.
@@ -60,6 +85,7 @@ func (f *Fallback) Run(ctx context.Context) {
 
 func (f *Fallback) sweepNow() {
 	f.mu.Lock()
+	f.syncTx()
 	evs := f.det.Sweep(MonotonicNow())
 	f.mu.Unlock()
 	f.sendMu.Lock()
@@ -83,6 +109,7 @@ func (f *Fallback) receive(ctx context.Context, l Link) {
 			continue
 		}
 		f.mu.Lock()
+		f.syncTx()
 		_, reply := f.det.Receive(MonotonicNow(), l.Ifindex(), src.MAC, buf[:n])
 		f.mu.Unlock()
 		if reply != nil {

@@ -33,6 +33,18 @@ type SenderConfig struct {
 	// Now returns CLOCK_MONOTONIC in nanoseconds, the clock the kernel stamps frames with.
 	// Nil uses the real clock.
 	Now func() uint64
+	// Stamps, when set, receives a TxStamp per link before every send of Run, so that the
+	// detector counts echo silence only while this node was sending. Run starts from the
+	// stamps it loads (a restarted daemon continues its predecessor's GapNS).
+	Stamps TxStamps
+}
+
+// TxStamps is where the sender publishes its TxStamps: the kernel's txstamps map, or the
+// user-space fallback. StoreTx is called from the sender's real-time thread and must not
+// block.
+type TxStamps interface {
+	LoadTx(link uint8) TxStamp
+	StoreTx(link uint8, t TxStamp)
 }
 
 // Sender emits one echo-requesting heartbeat per link and interval. SendAll is the pure step;
@@ -46,6 +58,19 @@ type Sender struct {
 	lastEr atomic.Pointer[error]
 	// Wake-ups more than an interval after their deadline, and the worst since TakeLate.
 	late, worstLate, worstAt atomic.Uint64
+	tx                       [MaxLinks]TxStamp // the last stamps, owned by Run
+}
+
+// stampTx publishes, before the sends of a wake-up at now, that the next send is due by due.
+// It runs before the send so that an echo recorded after it sees the gap this send closes.
+func (s *Sender) stampTx(now, due uint64) {
+	if s.cfg.Stamps == nil {
+		return
+	}
+	for id := range s.cfg.Links {
+		s.tx[id] = s.tx[id].Next(now, due)
+		s.cfg.Stamps.StoreTx(uint8(id), s.tx[id])
+	}
 }
 
 // LateStats says how often the sender woke up more than an interval after a deadline.
@@ -220,13 +245,21 @@ func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 	if s.cfg.Interval <= RawSleepMax {
 		sleep = rawSleepUntil
 	}
+	if s.cfg.Stamps != nil {
+		for id := range s.cfg.Links {
+			s.tx[id] = s.cfg.Stamps.LoadTx(uint8(id))
+		}
+	}
+	slack := interval / TxSlackDiv
 	next := MonotonicNow()
 	for !stop.Load() {
-		s.sendBatch(b)
-		next += interval
-		if now := MonotonicNow(); now > next+interval {
+		now := MonotonicNow()
+		if now > next+interval {
 			next = now // fell far behind (stopped process): do not burst to catch up
 		}
+		s.stampTx(now, next+interval+slack)
+		s.sendBatch(b)
+		next += interval
 		sleep(next)
 		if now := MonotonicNow(); now > next+interval {
 			s.noteLate(now-next, now)

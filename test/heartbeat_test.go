@@ -205,6 +205,40 @@ func TestHeartbeatDaemonKilled(t *testing.T) {
 	})
 }
 
+// A killed peer is heard through its kernel's echoes only, and those answer node 1's own
+// requests: while node 1's daemon (its sender) is stopped for longer than the detection time,
+// the echoes stop too, and that is no evidence against node 3. It stays stalled and goes down
+// by the stall timeout, not when node 1's requests stop.
+func TestHeartbeatKilledPeerObserverPaused(t *testing.T) {
+	forBothPaths(t, func(t *testing.T, c *vcluster.Cluster) {
+		n1 := c.Node(1)
+		mark := n1.LogLines()
+		if err := c.Node(3).Kill(); err != nil {
+			t.Fatal(err)
+		}
+		stalled, err := n1.WaitEvent(mark, wait, isEvent("peer stalled", 3, -1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 300 ms: three detection times (10 ms x 10), well inside the stall timeout (600 ms).
+		if err := n1.Proc().Stop(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * interval * 10)
+		if err := n1.Proc().Cont(); err != nil {
+			t.Fatal(err)
+		}
+		down, err := n1.WaitEvent(mark, wait, isEvent("peer down", 3, -1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Duration(down.KernelNS - stalled.KernelNS); d < stallTimeout {
+			t.Errorf("down %v after stalled, before the stall timeout %v", d, stallTimeout)
+		}
+		noEvent(t, n1, mark, "a link down while node 3's kernel echoes", isEvent("link down", 3, -1))
+	})
+}
+
 func logHas(t *testing.T, n *vcluster.Node, s string) bool {
 	t.Helper()
 	b, err := os.ReadFile(n.Log)

@@ -200,9 +200,15 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	for i, hl := range d.links {
 		tx[i] = hl
 	}
+	// The sender stamps its send times where the detector reads them (echo silence counts
+	// only while it sends).
+	var stamps heartbeat.TxStamps = d.fallback
+	if d.bpf != nil {
+		stamps = d.bpf
+	}
 	d.sender, err = heartbeat.NewSender(heartbeat.SenderConfig{
 		ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
-		Interval: hb.Interval, Links: tx, Progress: d.progress.Load,
+		Interval: hb.Interval, Links: tx, Progress: d.progress.Load, Stamps: stamps,
 	})
 	if err != nil {
 		return d, err

@@ -54,6 +54,7 @@
 //	  data0:
 //	    backing: /dev/vg0/data0       # absolute path on the serving node
 //	    nodes: [alpha, beta]          # nodes that can serve it; no witnesses
+//	    size: 1073741824              # optional; bytes, a multiple of 4096 (default: the backing's)
 //	users:                            # the VCS privilege model
 //	  root: {role: admin}             # admin: everything
 //	  ops: {role: operator}           # operator: run groups, not change the configuration

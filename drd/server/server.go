@@ -221,6 +221,11 @@ func (s *Server) ServeTransport(l transport.Listener) error {
 	}
 }
 
+// Go serves one remote session on c in a goroutine that Close waits for (with the requests
+// it has in flight), like a session accepted by ServeNet. A front that reads the Hello itself
+// to pick a server hands the stream over with the Hello put back (see ServeConn).
+func (s *Server) Go(c wire.Conn, peer string) { s.goServe(c, peer) }
+
 func (s *Server) goServe(c wire.Conn, peer string) {
 	s.spawn(c, func() {
 		if err := s.ServeConn(c, peer); err != nil {

@@ -268,6 +268,17 @@ func TestDRDManagedFailover(t *testing.T) {
 	if err := c.Node(3).Kill(); err != nil {
 		t.Fatal(err)
 	}
+	deadline = time.Now().Add(clusterWait)
+	for {
+		st, err := clusterStatus(c.Node(1))
+		if err == nil && !st.Quorate {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 alone still quorate: %+v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	out, err := vigil(t, c.Node(1), "drd", "create", "data1", "--backing", backing, "--nodes", "node1")
 	if err == nil || !strings.Contains(out, "no quorum") {
 		t.Errorf("drd create without quorum: %v\n%s", err, out)

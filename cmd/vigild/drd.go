@@ -199,13 +199,17 @@ func (m *drdManager) reconcile() {
 	me, _ := v.Member(m.me)
 	running := me.State == clusterdb.NodeRunning && st.State == clusterdb.NodeRunning
 
-	// Stop what is no longer placed here.
+	// Stop what is no longer placed here, and everything when this node has no quorum: the
+	// others may place its devices elsewhere meanwhile. (That they do so only after this
+	// server stopped needs the lease fencing of a later issue: today the leader moves the
+	// device of a node it has not heard from for three election timeouts, and a node that
+	// cannot reach a majority learns it within about one.)
 	m.mu.Lock()
 	var stop []*drdServed
 	for name, s := range m.served {
 		p, placed := v.DRD(name)
 		dev, defined := v.Config.DRDDevice(name)
-		if !defined || !placed || p.Node != m.me || p.Epoch != s.epoch || dev.Backing != s.backing || dev.Size != s.size {
+		if !st.Quorate || !defined || !placed || p.Node != m.me || p.Epoch != s.epoch || dev.Backing != s.backing || dev.Size != s.size {
 			stop = append(stop, s)
 			delete(m.served, name)
 			m.pending["stop "+name] = true
@@ -339,6 +343,19 @@ func (m *drdManager) start(d clusterdb.DRDDevice, epoch uint64) {
 		defer close(s.ready)
 		if s.err = m.open(s); s.err != nil {
 			m.log.Warn("drd cannot serve", "device", d.Name, "epoch", epoch, "err", s.err)
+			// Try again later (with a new epoch if this one was recorded as served).
+			m.wg.Go(func() {
+				select {
+				case <-m.ctx.Done():
+				case <-time.After(2 * time.Second):
+				}
+				m.mu.Lock()
+				if m.served[d.Name] == s {
+					delete(m.served, d.Name)
+				}
+				m.mu.Unlock()
+				m.changed()
+			})
 			return
 		}
 		m.log.Info("drd serving", "device", d.Name, "epoch", epoch, "size", s.dev.Size, "local", s.sock)

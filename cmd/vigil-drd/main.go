@@ -1,12 +1,14 @@
-// Command vigil-drd is the interim standalone DRD server: it serves DRD devices given on the
-// command line to local clients (shared-memory rings on a unix socket), remote clients (block
-// shipping on a framed TCP socket) and NBD clients. It exists until device definitions live in
-// the cluster database and vigild serves them over the cluster transport; all the logic is in
-// drd/. It also runs the DRD verifier as a client (vigil-drd verify).
+// Command vigil-drd is the standalone DRD server: it serves DRD devices given on the command
+// line, without a cluster, to local clients (shared-memory rings on a unix socket), remote
+// clients (block shipping on a framed TCP socket) and NBD clients; in a cluster, vigild serves
+// the devices of the cluster database (vigil drd). All the logic is in drd/. It also runs the
+// DRD verifier as a client (vigil-drd verify), which finds the serving node through the local
+// vigild with --vigild.
 //
 //	vigil-drd serve --device db0=/dev/vdb --epoch-file /var/lib/vigil/drd.epoch \
 //	    --local /run/vigil/drd.sock --listen 198.18.1.1:7790 --nbd-unix /run/vigil/nbd.sock
 //	vigil-drd verify --device db0 --local /run/vigil/drd.sock --connect 198.18.1.1:7790 --duration 30s
+//	vigil-drd verify --device db0 --vigild /run/vigil/vigild.sock --duration 30s
 package main
 
 import (

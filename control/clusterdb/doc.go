@@ -112,6 +112,15 @@
 // newer version until every node runs a build that reads it (a later issue adds the cluster's
 // version to the state for that).
 //
+// # DRD placements
+//
+// The devices of drd_devices are placed by two commands (drd.go): drd-place puts a device on
+// one of its running nodes with the next epoch, as a compare-and-swap on the current epoch,
+// naming the node that serves it now when that one must stop first (a relocation); drd-released
+// records that the old node stopped, after which the new one may serve (DRDPlacement.Ready).
+// Placements of devices or nodes the configuration no longer has are dropped with it. They
+// came with command version 2 and schema version 2 (a version 1 snapshot has none).
+//
 // # Snapshots
 //
 // State.Snapshot writes the whole state as versioned JSON ({"schema_version":1,...}), with

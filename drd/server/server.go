@@ -17,7 +17,8 @@
 // run by a later one without re-learning the epoch; it does not stop an earlier incarnation that
 // is still running (a device relocated away from a live node). That fence belongs to whoever
 // places the device: the old server must be closed (its placement lease lapsed) before the new
-// one serves. Until the cluster database places devices, cmd/vigil-drd leaves that to its
+// one serves. In a cluster, vigild's DRD manager closes the old server and has its node commit
+// the release before the new node serves (cmd/vigild/drd.go); cmd/vigil-drd leaves it to its
 // operator.
 package server
 

@@ -38,7 +38,7 @@ type CLI struct {
 	RaftListen string           `name:"raft-listen" placeholder:"ADDR[:PORT]" help:"Address of this node's cluster transport (default: the first UDP link's address, port 7405)."`
 	RaftPeer   []string         `name:"raft-peer" placeholder:"ID=ADDR[:PORT]" help:"Cluster transport address of a peer (repeatable; default: from the UDP links)."`
 	RaftTick   time.Duration    `name:"raft-tick" default:"10ms" help:"Raft tick: heartbeats every tick, elections after 10-20 ticks without a leader (at once when the heartbeat plane sees the leader down)."`
-	DRDListen  string           `name:"drd-listen" placeholder:"ADDR[:PORT]" help:"Address of the DRD block shipping listener (default: the cluster transport's address, port 7406)."`
+	DRDListen  string           `name:"drd-listen" placeholder:"ADDR[:PORT]" help:"Address of the DRD block shipping listener (default: the cluster transport's address, port 7406, where the other nodes' clients look for it)."`
 	Version    kong.VersionFlag `help:"Print the version and exit."`
 }
 

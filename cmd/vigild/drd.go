@@ -398,10 +398,13 @@ func (m *drdManager) open(s *drdServed) error {
 
 // stop closes a server (its requests in flight finish first) and its backing.
 func (m *drdManager) stop(s *drdServed) error {
-	if s.err != nil || s.stopped {
+	m.mu.Lock()
+	done := s.err != nil || s.stopped
+	s.stopped = true
+	m.mu.Unlock()
+	if done {
 		return nil
 	}
-	s.stopped = true
 	err := errors.Join(s.srv.Close(), s.dev.Close())
 	os.Remove(s.sock)
 	return err
@@ -482,7 +485,10 @@ func (m *drdManager) route(c wire.Conn, peer string) {
 		case <-m.ctx.Done():
 		}
 	}
-	if s == nil || s.err != nil || s.srv == nil || s.stopped {
+	m.mu.Lock()
+	stopped := s != nil && s.stopped
+	m.mu.Unlock()
+	if s == nil || stopped || s.err != nil || s.srv == nil {
 		m.refuse(c, wire.StatusNoDevice, fmt.Sprintf("node %d does not serve device %q now", m.me, h.Device))
 		return
 	}

@@ -17,6 +17,7 @@ import (
 	"vigil/control/admin"
 	"vigil/control/cluster"
 	"vigil/control/clusterdb"
+	"vigil/control/replica"
 	"vigil/control/transport"
 	"vigil/drd/server"
 	"vigil/drd/wire"
@@ -172,9 +173,11 @@ func (m *drdManager) close() error {
 	return errors.Join(errs...)
 }
 
-// run reconciles at every change of the database, and every 200 ms.
+// run reconciles at every change of the database, and every 50 ms (quorum is not a change of
+// the database: a node that loses it must stop serving before the leader, three election
+// timeouts after it last heard from the node, moves its devices).
 func (m *drdManager) run() {
-	t := time.NewTicker(200 * time.Millisecond)
+	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		changed := m.node.Replica().Changed()
@@ -189,9 +192,21 @@ func (m *drdManager) run() {
 	}
 }
 
+// drdView copies what the DRD manager reads of the database (not the event log) and the
+// replica's status.
+func drdView(n *cluster.Node) (clusterdb.View, replica.Status) {
+	var v clusterdb.View
+	var st replica.Status
+	n.Replica().Inspect(func(s *clusterdb.State, view clusterdb.View, status replica.Status) {
+		v = clusterdb.View{State: &clusterdb.State{SchemaVersion: s.SchemaVersion, Config: s.Config.Clone(),
+			Members: slices.Clone(s.Members), DRDPlacements: slices.Clone(s.DRDPlacements)}, Stale: view.Stale, Reason: view.Reason}
+		st = status
+	})
+	return v, st
+}
+
 func (m *drdManager) reconcile() {
-	v := m.node.Replica().View()
-	st := m.node.Replica().Status()
+	v, st := drdView(m.node)
 	var devices []clusterdb.DRDDevice
 	if v.Config != nil {
 		devices = v.Config.DRDDevices
@@ -563,7 +578,7 @@ func (d *daemon) DRDLocate(req admin.DRDRef) (admin.DRDLocation, error) {
 	if d.drd == nil {
 		return admin.DRDLocation{}, errors.New("drd is off on this node")
 	}
-	v := d.cluster.Replica().View()
+	v, _ := drdView(d.cluster)
 	if _, ok := v.Config.DRDDevice(req.Name); !ok {
 		return admin.DRDLocation{}, fmt.Errorf("no device %q", req.Name)
 	}

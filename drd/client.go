@@ -378,6 +378,13 @@ func (d *Device) reconnect(old link) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		l, w, err := d.connect(ctx)
 		cancel()
+		if err == nil && w.Epoch < d.Epoch() {
+			// An earlier incarnation than the one this device spoke to last (a server that
+			// was moved away and has not stopped yet, or a stale location): never go back.
+			err = fmt.Errorf("server at epoch %d, older than epoch %d seen before", w.Epoch, d.Epoch())
+			l.close()
+			l.wait()
+		}
 		if err == nil {
 			d.mu.Lock()
 			if d.closed {

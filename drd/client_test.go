@@ -408,3 +408,51 @@ func TestCloseWhileReconnecting(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// A client never goes back to an earlier server incarnation: after epoch 3 it refuses a server
+// at epoch 2 (one that was moved away and has not stopped yet) and waits for a newer one.
+func TestClientRefusesOlderEpoch(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			e.epoch = 2
+			e.start() // epoch 3
+			d := e.open(t, path)
+			buf := make([]byte, 4096)
+			if _, err := d.WriteAt(buf, 0); err != nil {
+				t.Fatal(err)
+			}
+			e.stop()
+			e.mu.Lock()
+			e.epoch = 1
+			e.mu.Unlock()
+			e.start() // epoch 2: older
+			done := make(chan error, 1)
+			go func() {
+				_, err := d.ReadAt(buf, 0)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				t.Fatalf("a read completed (%v) with only an older server at epoch %d", err, d.Epoch())
+			case <-time.After(300 * time.Millisecond):
+			}
+			e.stop()
+			e.mu.Lock()
+			e.epoch = 3
+			e.mu.Unlock()
+			e.start() // epoch 4
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the read did not complete on the newer server")
+			}
+			if d.Epoch() != 4 {
+				t.Errorf("epoch %d, want 4", d.Epoch())
+			}
+		})
+	}
+}

@@ -25,7 +25,9 @@
 // moved to another node) or the server answers StatusStaleEpoch, the Device keeps every call
 // still in flight, reconnects (local path first, then remote, retrying for
 // Options.ReconnectTimeout), learns the new epoch and re-sends those calls, oldest first, before
-// any later one can overtake them on the new connection. Callers see nothing but latency.
+// any later one can overtake them on the new connection; a server with an older epoch than the
+// last one it spoke to is refused (an earlier incarnation that has not stopped yet). Callers
+// see nothing but latency.
 // Reads, writes, flushes and discards of whole blocks are idempotent, so a request that did
 // reach the disk before the break and runs again does no harm; an application sees a write as
 // done only when its call completes, and it does not complete before the server answered it

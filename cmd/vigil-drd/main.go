@@ -1,12 +1,14 @@
-// Command vigil-drd is the interim standalone DRD server: it serves DRD devices given on the
-// command line to local clients (shared-memory rings on a unix socket), remote clients (block
-// shipping on a framed TCP socket) and NBD clients. It exists until device definitions live in
-// the cluster database and vigild serves them over the cluster transport; all the logic is in
-// drd/. It also runs the DRD verifier as a client (vigil-drd verify).
+// Command vigil-drd is the standalone DRD server: it serves DRD devices given on the command
+// line, without a cluster, to local clients (shared-memory rings on a unix socket), remote
+// clients (block shipping on a framed TCP socket) and NBD clients; in a cluster, vigild serves
+// the devices of the cluster database (vigil drd). All the logic is in drd/. It also runs the
+// DRD verifier as a client (vigil-drd verify), which finds the serving node through the local
+// vigild with --vigild.
 //
 //	vigil-drd serve --device db0=/dev/vdb --epoch-file /var/lib/vigil/drd.epoch \
 //	    --local /run/vigil/drd.sock --listen 198.18.1.1:7790 --nbd-unix /run/vigil/nbd.sock
 //	vigil-drd verify --device db0 --local /run/vigil/drd.sock --connect 198.18.1.1:7790 --duration 30s
+//	vigil-drd verify --device db0 --vigild /run/vigil/vigild.sock --duration 30s
 package main
 
 import (
@@ -26,6 +28,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"vigil/control/admin"
 	"vigil/drd"
 	"vigil/drd/nbd"
 	"vigil/drd/server"
@@ -206,10 +209,11 @@ type VerifyCmd struct {
 	Device     string        `required:"" help:"Device name."`
 	Local      string        `type:"path" help:"Unix socket of the local path, tried first." placeholder:"PATH"`
 	Connect    []string      `help:"TCP addresses of the remote path, tried in turn (the nodes that may serve the device)." placeholder:"ADDR:PORT"`
+	Vigild     string        `type:"path" help:"Admin socket of this node's vigild: find the serving node in the cluster database at every (re)connection, instead of --local and --connect." placeholder:"SOCKET"`
 	FirstBlock uint64        `default:"0" help:"First block of the range this verifier owns."`
 	Blocks     uint64        `default:"1024" help:"Number of blocks this verifier owns."`
 	Workers    int           `default:"8" help:"Concurrent workers."`
-	Duration   time.Duration `default:"10s" help:"How long to run before the final check."`
+	Duration   time.Duration `default:"10s" help:"How long to run before the final check (SIGINT or SIGTERM ends the run earlier)."`
 	Reconnect  time.Duration `default:"30s" help:"How long to keep reconnecting to a lost server."`
 }
 
@@ -218,6 +222,16 @@ func (c *VerifyCmd) Run(log *slog.Logger) error {
 	opt := drd.Options{LocalSocket: c.Local, ReconnectTimeout: c.Reconnect, Logger: log, QueueDepth: c.Workers * 2}
 	if len(c.Connect) > 0 {
 		opt.Dial = DialAny(c.Connect)
+	}
+	if c.Vigild != "" {
+		if c.Local != "" || len(c.Connect) > 0 {
+			return errors.New("--vigild finds the device's server: give neither --local nor --connect with it")
+		}
+		loc, err := locate(c.Vigild, c.Device)
+		if err != nil {
+			return err
+		}
+		opt.LocalSocket, opt.Dial = loc.Local, DialVigild(c.Vigild, c.Device)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	dev, err := drd.Open(ctx, c.Device, opt)
@@ -230,13 +244,50 @@ func (c *VerifyCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), c.Duration)
+	// SIGINT or SIGTERM ends the run early; the final check still runs.
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel = context.WithTimeout(sigCtx, c.Duration)
 	defer cancel()
 	runErr := v.Run(ctx)
 	checkErr := v.Check()
 	json.NewEncoder(os.Stdout).Encode(map[string]any{"writes": v.Stats.Writes.Load(), "reads": v.Stats.Reads.Load(),
 		"failed": v.Stats.Failed.Load(), "blocks_written": v.Acked(), "epoch": dev.Epoch(), "path": dev.Path()})
 	return errors.Join(runErr, checkErr)
+}
+
+// locate asks vigild where device is served.
+func locate(socket, device string) (admin.DRDLocation, error) {
+	cl, err := admin.Dial(socket)
+	if err != nil {
+		return admin.DRDLocation{}, fmt.Errorf("vigild at %s: %w", socket, err)
+	}
+	defer cl.Close()
+	loc, err := cl.DRDLocate(device)
+	if err != nil {
+		return loc, fmt.Errorf("locate drd device %s: %w", device, err)
+	}
+	return loc, nil
+}
+
+// DialVigild returns a dialer that asks vigild (its admin socket) where the device is served
+// now, and opens the remote path to that node.
+func DialVigild(socket, device string) func(ctx context.Context) (wire.Conn, error) {
+	return func(ctx context.Context) (wire.Conn, error) {
+		loc, err := locate(socket, device)
+		if err != nil {
+			return nil, err
+		}
+		if loc.Remote == "" || !loc.Ready {
+			return nil, fmt.Errorf("drd device %s is not served now (node %d, epoch %d, ready %v)", device, loc.Node, loc.Epoch, loc.Ready)
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", loc.Remote)
+		if err != nil {
+			return nil, err
+		}
+		return wire.NewFrameConn(c), nil
+	}
 }
 
 // DialAny returns a dialer that tries each TCP address in turn.

@@ -38,6 +38,7 @@ type CLI struct {
 	Config   ConfigCmd   `cmd:"" help:"Show, diff, apply, back up and restore the cluster configuration."`
 	Log      LogCmd      `cmd:"" help:"Show the cluster event log: joins, leaves, node states, configuration, leader and quorum changes."`
 	Node     NodeCmd     `cmd:"" help:"Add or remove cluster members."`
+	DRD      DRDCmd      `cmd:"" name:"drd" help:"Manage distributed raw disks: create, delete, list, status, relocate."`
 	Version  VersionCmd  `cmd:"" help:"Print the version of this vigil binary."`
 }
 

@@ -39,6 +39,8 @@ type daemonOptions struct {
 	BPFDir  string
 	Log     *slog.Logger
 	Cluster clusterFlags
+	// DRDListen is the address of the DRD block shipping listener (--drd-listen).
+	DRDListen string
 }
 
 type daemon struct {
@@ -60,6 +62,7 @@ type daemon struct {
 	transport   *transport.TCP // the cluster transport; nil when off
 	ic          *interconnect  // nil without an interconnect key
 	disk        *diskBeat      // nil without a disk_heartbeat key
+	drd         *drdManager    // DRD devices placed here (drd.go); nil without the cluster database
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
@@ -214,6 +217,9 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 		return d, err
 	}
 	if err := d.startCluster(opts.Cluster, key); err != nil {
+		return d, err
+	}
+	if err := d.startDRD(opts.Cluster, opts.DRDListen); err != nil {
 		return d, err
 	}
 	d.admin = &admin.Server{Provider: d.provider(), Log: d.log}
@@ -402,6 +408,9 @@ func (d *daemon) release(detach bool) error {
 	var errs []error
 	if d.admin != nil {
 		errs = append(errs, d.admin.Close())
+	}
+	if d.drd != nil {
+		errs = append(errs, d.drd.close())
 	}
 	errs = append(errs, d.stopCluster())
 	if d.ic != nil {

@@ -310,7 +310,7 @@ func TestBadRequestsKeepConnection(t *testing.T) {
 	for _, tc := range []struct{ line, want string }{
 		{`{"method":`, "invalid JSON"},
 		{`not json`, "invalid JSON"},
-		{`{"method":"reboot"}`, `unknown method "reboot"; known methods: cluster, config.apply, config.backup, config.diff, config.restore, config.show, counters, links, links.clear, log, node.add, node.remove, nodes, status`},
+		{`{"method":"reboot"}`, `unknown method "reboot"; known methods: cluster, config.apply, config.backup, config.diff, config.restore, config.show, counters, drd.create, drd.delete, drd.list, drd.locate, drd.relocate, links, links.clear, log, node.add, node.remove, nodes, status`},
 		{`{"method":"links","verbose":true}`, `method "links": unknown field "verbose"`},
 		{`{"Method":"links"}`, `missing "method"`},
 		{`{"method":"links","params":{"peer":2}}`, `method "links": takes no params`},

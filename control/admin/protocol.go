@@ -108,6 +108,14 @@ func handleLineAs(p Provider, line []byte, who string) []byte {
 		if value, err = ccall(cp, req.Params, who); err != nil {
 			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
 		}
+	} else if dcall, ok := drdMethods[req.Method]; ok {
+		dp, ok := p.(DRDProvider)
+		if !ok {
+			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), errNoDRD))
+		}
+		if value, err = dcall(dp, req.Params, who); err != nil {
+			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
+		}
 	} else if pcall, ok := paramMethods[req.Method]; ok {
 		if value, err = pcall(p, req.Params); err != nil {
 			return errorLine(fmt.Sprintf("method %s: %v", quote(req.Method), err))
@@ -118,6 +126,7 @@ func handleLineAs(p Provider, line []byte, who string) []byte {
 			known := slices.Sorted(maps.Keys(methods))
 			known = append(known, slices.Collect(maps.Keys(clusterMethods))...)
 			known = append(known, slices.Collect(maps.Keys(paramMethods))...)
+			known = append(known, slices.Collect(maps.Keys(drdMethods))...)
 			slices.Sort(known)
 			return errorLine(fmt.Sprintf("unknown method %s; known methods: %s",
 				quote(req.Method), strings.Join(known, ", ")))

@@ -179,6 +179,10 @@ func (s *State) plan(index uint64, cmd Command) (change, error) {
 		return s.planNodeState(index, p)
 	case *RecordEvent:
 		return s.planEvent(p)
+	case *DRDPlace:
+		return s.planDRDPlace(index, p)
+	case *DRDReleased:
+		return s.planDRDReleased(p)
 	}
 	return change{}, fmt.Errorf("%w %q", ErrUnknownCommand, cmd.Type)
 }
@@ -242,6 +246,7 @@ func (s *State) prune() {
 	})
 	s.Faults = slices.DeleteFunc(s.Faults, func(f Fault) bool { return s.checkRuntimeRef(f.Group, f.Resource, f.Node) != "" })
 	s.Freezes = slices.DeleteFunc(s.Freezes, func(f Freeze) bool { return s.checkRuntimeRef(f.Group, "", 0) != "" })
+	s.pruneDRD()
 }
 
 func (s *State) planJoin(index uint64, p *NodeJoin) (change, error) {

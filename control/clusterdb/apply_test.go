@@ -280,7 +280,7 @@ func TestIdempotentReplay(t *testing.T) {
 func TestNeedsUpgrade(t *testing.T) {
 	newer := mustParse(t, withBase())
 	for name, data := range map[string][]byte{
-		"command version":   []byte(`{"v":2,"type":"whatever","payload":{"anything":[1]}}`),
+		"command version":   []byte(`{"v":9,"type":"whatever","payload":{"anything":[1]}}`),
 		"huge version":      []byte(`{"v":4000000000}`),
 		"config version":    []byte(`{"v":1,"type":"apply-config","at":1,"who":"a","payload":{"config":{"version":2,"zones":[]}}}`),
 		"config in a typed": encode(t, "alice", t0, &ApplyConfig{Config: func() *Config { c := newer.Clone(); c.Version = 7; return c }()}),
@@ -317,7 +317,7 @@ func TestNeedsUpgrade(t *testing.T) {
 
 func TestEncode(t *testing.T) {
 	data := encode(t, "vigild@alpha", t0, &NodeJoin{ID: 2, Name: "beta", Role: RoleMember})
-	want := `{"v":1,"type":"node-join","at":1767225600000000000,"who":"vigild@alpha","payload":{"id":2,"name":"beta","role":"member"}}`
+	want := `{"v":2,"type":"node-join","at":1767225600000000000,"who":"vigild@alpha","payload":{"id":2,"name":"beta","role":"member"}}`
 	if string(data) != want {
 		t.Errorf("Encode:\n got %s\nwant %s", data, want)
 	}
@@ -325,7 +325,7 @@ func TestEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Command{Version: 1, Type: TypeNodeJoin, At: t0, Who: "vigild@alpha",
+	if want := (Command{Version: 2, Type: TypeNodeJoin, At: t0, Who: "vigild@alpha",
 		Payload: &NodeJoin{ID: 2, Name: "beta", Role: RoleMember}}); !reflect.DeepEqual(cmd, want) {
 		t.Errorf("DecodeCommand = %+v, want %+v", cmd, want)
 	}
@@ -345,7 +345,7 @@ func TestEncode(t *testing.T) {
 	}
 	for _, bad := range []Command{
 		{At: t0, Who: "a"},
-		{At: t0, Who: "a", Version: 2, Payload: &NodeLeave{ID: 1}},
+		{At: t0, Who: "a", Version: 9, Payload: &NodeLeave{ID: 1}},
 		{At: t0, Who: "a", Type: TypeNodeJoin, Payload: &NodeLeave{ID: 1}},
 		{Who: "a", Payload: &NodeLeave{ID: 1}},
 		{At: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), Who: "a", Payload: &NodeLeave{ID: 1}},

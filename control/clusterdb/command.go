@@ -14,7 +14,7 @@ import (
 // Any change to the envelope, to a payload, or a new command type, raises it: an older build
 // must see a higher version and stop (see Apply) rather than reject or misread the entry while
 // newer nodes apply it.
-const CommandVersion = 1
+const CommandVersion = 2
 
 // CommandType names a command on the wire.
 type CommandType string
@@ -26,6 +26,9 @@ const (
 	TypeNodeLeave    CommandType = "node-leave"
 	TypeSetNodeState CommandType = "set-node-state"
 	TypeRecordEvent  CommandType = "record-event"
+	// Version 2: DRD placement (drd.go), and the size of DRD devices in the configuration.
+	TypeDRDPlace    CommandType = "drd-place"
+	TypeDRDReleased CommandType = "drd-released"
 )
 
 // Command is a change to the cluster database, proposed to raft as the Data of a log entry
@@ -43,8 +46,8 @@ type Command struct {
 	Payload Payload
 }
 
-// Payload is the typed body of a Command: *ApplyConfig, *NodeJoin, *NodeLeave, *SetNodeState or
-// *RecordEvent.
+// Payload is the typed body of a Command: *ApplyConfig, *NodeJoin, *NodeLeave, *SetNodeState,
+// *RecordEvent, *DRDPlace or *DRDReleased.
 type Payload interface {
 	commandType() CommandType
 }
@@ -107,6 +110,10 @@ func newPayload(t CommandType) (Payload, bool) {
 		return &SetNodeState{}, true
 	case TypeRecordEvent:
 		return &RecordEvent{}, true
+	case TypeDRDPlace:
+		return &DRDPlace{}, true
+	case TypeDRDReleased:
+		return &DRDReleased{}, true
 	}
 	return nil, false
 }

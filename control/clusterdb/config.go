@@ -25,7 +25,8 @@ const (
 	MaxNodeID       = nodeconf.MaxNodeID // node ids are 1..MaxNodeID
 	MaxNameLen      = 63                 // names of nodes, groups, resources, types, devices, users
 	MaxStallTimeout = time.Hour
-	maxTextLen      = 4096 // parameter values, defaults, agents and paths
+	maxTextLen      = 4096    // parameter values, defaults, agents and paths
+	MaxDRDSize      = 1 << 60 // the largest size of a DRD device, in bytes
 )
 
 // Config is the declarative cluster configuration: what an administrator writes in cluster.yaml
@@ -163,6 +164,9 @@ type DRDDevice struct {
 	Name    string   `json:"name"`
 	Backing string   `json:"backing"` // absolute path on the serving node
 	Nodes   []string `json:"nodes"`   // nodes that can serve it, in order of preference
+	// Size is the device's size in bytes, a multiple of DRDBlockSize; 0: the size of the
+	// backing. A server refuses a backing smaller than Size.
+	Size uint64 `json:"size,omitempty"`
 }
 
 // User is a cluster user with a role of the VCS privilege model.
@@ -516,6 +520,9 @@ func (c *Config) check(report func(problem)) {
 			backings[d.Backing] = d.Name
 		}
 		nodeList(path+".nodes", d.Nodes)
+		if d.Size%DRDBlockSize != 0 || d.Size > MaxDRDSize {
+			bad(path+".size", "%d is not a multiple of %d bytes up to %d", d.Size, DRDBlockSize, uint64(MaxDRDSize))
+		}
 	}
 
 	// Users.

@@ -110,6 +110,7 @@ func Diff(old, new *Config) []Change {
 		func(path string, o, n DRDDevice) {
 			d.leaf(path+".backing", show(o.Backing), show(n.Backing), true, true)
 			d.leaf(path+".nodes", showList(o.Nodes), showList(n.Nodes), true, true)
+			d.leaf(path+".size", strconv.FormatUint(o.Size, 10), strconv.FormatUint(n.Size, 10), o.Size != 0, n.Size != 0)
 		})
 	diffNamed(&d, "users", old.Users, new.Users, func(u User) string { return u.Name },
 		func(path string, o, n User) {

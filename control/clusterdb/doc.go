@@ -54,6 +54,7 @@
 //	  data0:
 //	    backing: /dev/vg0/data0       # absolute path on the serving node
 //	    nodes: [alpha, beta]          # nodes that can serve it; no witnesses
+//	    size: 1073741824              # optional; bytes, a multiple of 4096 (default: the backing's)
 //	users:                            # the VCS privilege model
 //	  root: {role: admin}             # admin: everything
 //	  ops: {role: operator}           # operator: run groups, not change the configuration
@@ -110,6 +111,15 @@
 // every older snapshot schema (see migrations in snapshot.go), and proposers must not write a
 // newer version until every node runs a build that reads it (a later issue adds the cluster's
 // version to the state for that).
+//
+// # DRD placements
+//
+// The devices of drd_devices are placed by two commands (drd.go): drd-place puts a device on
+// one of its running nodes with the next epoch, as a compare-and-swap on the current epoch,
+// naming the node that serves it now when that one must stop first (a relocation); drd-released
+// records that the old node stopped, after which the new one may serve (DRDPlacement.Ready).
+// Placements of devices or nodes the configuration no longer has are dropped with it. They
+// came with command version 2 and schema version 2 (a version 1 snapshot has none).
 //
 // # Snapshots
 //

@@ -74,7 +74,7 @@ func FuzzApply(f *testing.F) {
 		f.Add(encode(f, "alice", t0, p))
 	}
 	for _, seed := range []string{
-		`{"v":2}`,
+		`{"v":9}`,
 		`{"v":1,"type":"apply-config","at":1,"who":"a","payload":{"config":{"version":1,"nodes":[]}}}`,
 		`{"v":1,"type":"node-join","at":1,"who":"a","payload":{"id":1,"name":"alpha","role":"member"}}`,
 		`null`,

@@ -111,6 +111,9 @@ func (c *Config) Marshal() ([]byte, error) {
 			m := &yaml.Node{Kind: yaml.MappingNode}
 			set(m, "backing", strNode(d.Backing))
 			set(m, "nodes", strList(d.Nodes))
+			if d.Size != 0 {
+				set(m, "size", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.FormatUint(d.Size, 10)})
+			}
 			set(devs, d.Name, m)
 		}
 		set(root, "drd_devices", devs)

@@ -609,13 +609,22 @@ func (p *parser) drdDevices(n *yaml.Node) []DRDDevice {
 	for _, it := range items {
 		path := "drd_devices." + it.key
 		d := DRDDevice{Name: it.key}
-		if f, ok := p.mapping(it.v, path, "backing", "nodes"); ok {
+		if f, ok := p.mapping(it.v, path, "backing", "nodes", "size"); ok {
 			p.require(it.v, path, f, "backing", "nodes")
 			if e, ok := f["backing"]; ok {
 				d.Backing, _ = p.str(e.v, path+".backing")
 			}
 			if e, ok := f["nodes"]; ok {
 				d.Nodes = p.strList(e.v, path+".nodes")
+			}
+			if e, ok := f["size"]; ok {
+				if v, ok := p.integer(e.v, path+".size"); ok {
+					if v <= 0 {
+						p.errorf(e.v, path+".size", "%d is not a positive size in bytes", v)
+					} else {
+						d.Size = uint64(v)
+					}
+				}
 			}
 		}
 		out = append(out, d)

@@ -18,6 +18,7 @@ type snapshot struct {
 	Resources     []ResourceState `json:"resources,omitempty"`
 	Faults        []Fault         `json:"faults,omitempty"`
 	Freezes       []Freeze        `json:"freezes,omitempty"`
+	DRD           []DRDPlacement  `json:"drd,omitempty"`
 	Events        []Event         `json:"events,omitempty"`
 }
 
@@ -35,6 +36,7 @@ func (s *State) Snapshot() ([]byte, error) {
 		Resources:     s.Resources,
 		Faults:        s.Faults,
 		Freezes:       s.Freezes,
+		DRD:           s.DRDPlacements,
 		Events:        s.Log.Events(),
 	})
 	if err != nil {
@@ -79,6 +81,7 @@ func Restore(data []byte) (*State, error) {
 		Resources:     snap.Resources,
 		Faults:        snap.Faults,
 		Freezes:       snap.Freezes,
+		DRDPlacements: snap.DRD,
 	}
 	if len(snap.Events) > MaxEvents {
 		return nil, fmt.Errorf("restore cluster database: %w: %d events, at most %d are kept",
@@ -104,7 +107,15 @@ func Restore(data []byte) (*State, error) {
 // v+1 (migrate sets schema_version). When SchemaVersion is raised, add the step from the old
 // version here; never change or remove one, since snapshots of every earlier version may still
 // be on disk.
-var migrations = map[int]func(doc map[string]json.RawMessage) error{}
+var migrations = map[int]func(doc map[string]json.RawMessage) error{
+	// 1 -> 2: DRD placements ("drd") appear; a version 1 snapshot has none.
+	1: func(doc map[string]json.RawMessage) error {
+		if _, ok := doc["drd"]; ok {
+			return fmt.Errorf("a version 1 snapshot with a drd section")
+		}
+		return nil
+	},
+}
 
 // migrate brings a snapshot of schema version from up to SchemaVersion.
 func migrate(data []byte, from int) ([]byte, error) {

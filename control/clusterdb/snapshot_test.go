@@ -34,7 +34,7 @@ func populated(t *testing.T) *State {
 func TestSnapshotRoundTrip(t *testing.T) {
 	s := populated(t)
 	data := snap(t, s)
-	if !bytes.HasPrefix(data, []byte(`{"schema_version":1,"applied_index":5,"config_index":1,"config":{"version":1,`)) {
+	if !bytes.HasPrefix(data, []byte(`{"schema_version":2,"applied_index":5,"config_index":1,"config":{"version":1,`)) {
 		t.Errorf("snapshot starts %.80s", data)
 	}
 	back, err := Restore(data)
@@ -84,7 +84,7 @@ func TestRestoreRefuses(t *testing.T) {
 	}{
 		{"empty", nil, "unexpected end of JSON input"},
 		{"not json", []byte("snapshot"), "invalid character"},
-		{"newer schema", edit(func(d map[string]any) { d["schema_version"] = 2; d["zones"] = 1 }), "this node must be upgraded: schema version 2 is newer than this build (1)"},
+		{"newer schema", edit(func(d map[string]any) { d["schema_version"] = 3; d["zones"] = 1 }), "this node must be upgraded: schema version 3 is newer than this build (2)"},
 		{"unknown field", edit(func(d map[string]any) { d["zones"] = []int{} }), `unknown field "zones"`},
 		{"trailing data", append(bytes.Clone(good), '1'), "after top-level value"},
 		{"invalid config", edit(func(d map[string]any) { d["config"].(map[string]any)["nodes"] = []any{} }), "nodes: at least one node is required"},

@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the version of the State's layout, written into every snapshot. A snapshot of
 // an older version is migrated on Restore; one of a newer version needs a newer build.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // MaxEvents is how many entries the event log keeps; older ones are dropped.
 const MaxEvents = 10000
@@ -35,6 +35,9 @@ type State struct {
 	Resources []ResourceState
 	Faults    []Fault
 	Freezes   []Freeze
+	// DRDPlacements are where the DRD devices of Config are served, by device name (drd.go;
+	// schema version 2).
+	DRDPlacements []DRDPlacement
 	// Log is the cluster event log.
 	Log EventLog
 
@@ -173,12 +176,13 @@ const (
 	EventFault     EventKind = "fault"  // a node, link or resource failed
 	EventLink      EventKind = "link"   // a private link went down or up
 	EventNote      EventKind = "note"   // anything an administrator wants on record
+	EventDRD       EventKind = "drd"    // a DRD device placed, moved or released
 )
 
 // recordableKinds are the kinds RecordEvent accepts; the others are Apply's own.
 var recordableKinds = []EventKind{EventQuorum, EventLeader, EventFault, EventLink, EventNote}
 
-var eventKinds = append([]EventKind{EventNodeJoin, EventNodeLeave, EventNodeState, EventConfig}, recordableKinds...)
+var eventKinds = append([]EventKind{EventNodeJoin, EventNodeLeave, EventNodeState, EventConfig, EventDRD}, recordableKinds...)
 
 // Event is one entry of the event log.
 type Event struct {
@@ -284,6 +288,7 @@ func (s *State) Clone() *State {
 	c.Resources = slices.Clone(s.Resources)
 	c.Faults = slices.Clone(s.Faults)
 	c.Freezes = slices.Clone(s.Freezes)
+	c.DRDPlacements = slices.Clone(s.DRDPlacements)
 	c.Log = EventLog{ring: slices.Clone(s.Log.ring), start: s.Log.start}
 	return &c
 }
@@ -380,6 +385,14 @@ func (s *State) checkInvariants() error {
 	for _, f := range s.Freezes {
 		if msg := s.checkRuntimeRef(f.Group, "", 0); msg != "" {
 			return fail("freeze %+v: %s", f, msg)
+		}
+	}
+	if s.Config == nil && len(s.DRDPlacements) > 0 {
+		return fail("drd placements without a configuration")
+	}
+	if s.Config != nil {
+		if msg := s.checkDRD(); msg != "" {
+			return fail("%s", msg)
 		}
 	}
 	if len(s.Log.ring) > MaxEvents || s.Log.start < 0 || s.Log.start >= max(len(s.Log.ring), 1) {

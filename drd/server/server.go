@@ -17,7 +17,8 @@
 // run by a later one without re-learning the epoch; it does not stop an earlier incarnation that
 // is still running (a device relocated away from a live node). That fence belongs to whoever
 // places the device: the old server must be closed (its placement lease lapsed) before the new
-// one serves. Until the cluster database places devices, cmd/vigil-drd leaves that to its
+// one serves. In a cluster, vigild's DRD manager closes the old server and has its node commit
+// the release before the new node serves (cmd/vigild/drd.go); cmd/vigil-drd leaves it to its
 // operator.
 package server
 
@@ -220,6 +221,11 @@ func (s *Server) ServeTransport(l transport.Listener) error {
 		s.goServe(c, fmt.Sprintf("node %d", c.Peer()))
 	}
 }
+
+// Go serves one remote session on c in a goroutine that Close waits for (with the requests
+// it has in flight), like a session accepted by ServeNet. A front that reads the Hello itself
+// to pick a server hands the stream over with the Hello put back (see ServeConn).
+func (s *Server) Go(c wire.Conn, peer string) { s.goServe(c, peer) }
 
 func (s *Server) goServe(c wire.Conn, peer string) {
 	s.spawn(c, func() {

@@ -38,6 +38,9 @@ type CLI struct {
 	RaftListen string           `name:"raft-listen" placeholder:"ADDR[:PORT]" help:"Address of this node's cluster transport (default: the first UDP link's address, port 7405)."`
 	RaftPeer   []string         `name:"raft-peer" placeholder:"ID=ADDR[:PORT]" help:"Cluster transport address of a peer (repeatable; default: from the UDP links)."`
 	RaftTick   time.Duration    `name:"raft-tick" default:"10ms" help:"Raft tick: heartbeats every tick, elections after 10-20 ticks without a leader (at once when the heartbeat plane sees the leader down)."`
+	BenchDir   string           `name:"bench-dir" hidden:"" type:"path" help:"Serve the interconnect benchmark's streams and record them in this directory (test traffic; see benchstream.go)."`
+	BenchPeer  int              `name:"bench-peer" hidden:"" help:"With --bench-dir: run the benchmark's streams to this node once DIR/start exists."`
+	NoNudge    bool             `name:"no-nudge" hidden:"" help:"Do not nudge the transport's streams on link-down events (a benchmark control)."`
 	Version    kong.VersionFlag `help:"Print the version and exit."`
 }
 
@@ -84,7 +87,8 @@ func run(cli CLI) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := newDaemon(cfg, key, daemonOptions{BPFDir: cli.BPFDir, Log: log, Cluster: clusterFlags{
-		Witness: cli.Witness, Join: cli.Join, Listen: cli.RaftListen, Peers: cli.RaftPeer, Tick: cli.RaftTick}})
+		Witness: cli.Witness, Join: cli.Join, Listen: cli.RaftListen, Peers: cli.RaftPeer, Tick: cli.RaftTick},
+		Bench: benchFlags{Dir: cli.BenchDir, Peer: cli.BenchPeer, NoNudge: cli.NoNudge}})
 	if err != nil {
 		return err
 	}

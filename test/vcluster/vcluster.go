@@ -48,6 +48,8 @@ type Options struct {
 	// DiskHeartbeat, when its Interval is set, gives every node a disk heartbeat on one shared
 	// file of the cluster's shared directory (Path is filled in).
 	DiskHeartbeat nodeconf.DiskHeartbeat
+	// Args are extra vigild flags per node id, for every start of that node.
+	Args map[int][]string
 }
 
 // RaftPort is the cluster transport's port of every daemon; each listens on its cluster
@@ -279,6 +281,7 @@ func (n *Node) Start() error {
 	if n.c.Opts.RaftTick != 0 {
 		args = append(args, "--raft-tick", n.c.Opts.RaftTick.String())
 	}
+	args = append(args, n.c.Opts.Args[n.ID]...)
 	args = append(args, n.Args...)
 	cmd := n.NS.Command(filepath.Join(n.c.bin, "vigild"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

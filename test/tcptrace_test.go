@@ -18,7 +18,9 @@ import (
 // A small packet capture for the interconnect tests: AF_PACKET sockets on a node's links that
 // record the TCP segments of the cluster transport with the kernel's receive (or transmit)
 // timestamps, to show what happens to a stream at a cut (who sent what on which link, the
-// acknowledgements and selective acknowledgements).
+// acknowledgements and selective acknowledgements). Only what a node receives shows: the
+// segments that the steering program redirects did not show as outgoing on these links, so a
+// segment lost on the dead link is seen by its absence.
 
 type segment struct {
 	at       time.Time

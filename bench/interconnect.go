@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"vigil/control/transport"
@@ -741,7 +742,7 @@ func icDaemonSession(v icVariant, cycles, pings int) (r icResult, err error) {
 	startMark := c.Node(1).LogLines()
 	cuts, err := icCycles(c, cycles, &r)
 	if err != nil {
-		return r, err
+		return r, fmt.Errorf("%w (%s)", err, icDump(c))
 	}
 	time.Sleep(300 * time.Millisecond)
 	if err := os.WriteFile(filepath.Join(dirs[0], "stop"), nil, 0o600); err != nil {
@@ -811,4 +812,27 @@ func waitFor(timeout time.Duration, ok func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// icDump asks every daemon of a failed session for its goroutines (SIGQUIT: the Go runtime
+// prints them and exits) and keeps the logs, for a daemon that stopped reporting.
+func icDump(c *vcluster.Cluster) string {
+	var kept []string
+	for _, n := range c.Nodes {
+		if p := n.Proc(); p != nil {
+			p.Cmd.Process.Signal(syscall.SIGQUIT)
+		}
+	}
+	time.Sleep(time.Second)
+	for _, n := range c.Nodes {
+		b, err := os.ReadFile(n.Log)
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("vigil-ic-node%d-%d.log", n.ID, time.Now().Unix()))
+		if os.WriteFile(path, b, 0o600) == nil {
+			kept = append(kept, path)
+		}
+	}
+	return "daemon logs with goroutine dumps: " + strings.Join(kept, " ")
 }

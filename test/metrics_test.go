@@ -99,7 +99,7 @@ func waitMetrics(t *testing.T, n *vcluster.Node, want map[string]float64) {
 }
 
 func TestMetrics(t *testing.T) {
-	c := newRaftCluster(t, vcluster.Options{Args: []string{"--metrics-listen", metricsAddr}})
+	c := newRaftCluster(t, vcluster.Options{AllArgs: []string{"--metrics-listen", metricsAddr}})
 	waitQuorum(t, c, 1, 2, 3)
 	for _, n := range c.Nodes {
 		want := map[string]float64{"vigil_cluster_quorate": 1, "vigil_cluster_voters": 3}

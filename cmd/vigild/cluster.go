@@ -162,15 +162,24 @@ func (d *daemon) provider() admin.Provider {
 	}{d, d.cluster}
 }
 
-// clusterHeartbeat passes the heartbeat plane's verdicts to the transport and raft: a link
-// down nudges the streams to that peer (the eBPF link selection already moved their packets to
-// a live link; the nudge makes TCP re-send at once what the failed link lost); a peer down on
-// every channel breaks its streams at once and, if it led, starts an election.
-func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
-	if d.transport != nil && ev.Kind == heartbeat.EventLink && heartbeat.LinkState(ev.State) == heartbeat.LinkDown {
-		d.transport.Nudge(transport.NodeID(ev.Peer))
+// nudge makes the streams to a peer re-send at once what a failed link lost, when the heartbeat
+// plane reports a link to that peer down: the eBPF link selection has already moved their
+// packets to a live link (transport.TCP.Nudge). It runs on the goroutine that reads the events,
+// before they are handed to the daemon's loop: that hand-off, one goroutine waking another
+// that then waits for a free P, took 10-20 ms on a busy 2-CPU machine (measured in
+// TestInterconnectTraceCut), longer than the whole failover budget.
+func (d *daemon) nudge(ev heartbeat.Event) {
+	if d.transport == nil || d.noNudge || ev.Kind != heartbeat.EventLink || heartbeat.LinkState(ev.State) != heartbeat.LinkDown {
 		return
 	}
+	n := d.transport.Nudge(transport.NodeID(ev.Peer))
+	d.log.Debug("nudged the streams to a peer", "peer", ev.Peer, "link", ev.Link, "streams", n,
+		"after_ns", heartbeat.MonotonicNow()-ev.NowNS)
+}
+
+// clusterHeartbeat passes the heartbeat plane's verdicts on peers to the transport and raft: a
+// peer down on every channel breaks its streams at once and, if it led, starts an election.
+func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 	if d.cluster == nil || ev.Kind != heartbeat.EventPeer {
 		return
 	}

@@ -39,6 +39,7 @@ type daemonOptions struct {
 	BPFDir  string
 	Log     *slog.Logger
 	Cluster clusterFlags
+	Bench   benchFlags
 	// DRDListen is the address of the DRD block shipping listener (--drd-listen).
 	DRDListen string
 }
@@ -63,6 +64,8 @@ type daemon struct {
 	ic          *interconnect  // nil without an interconnect key
 	disk        *diskBeat      // nil without a disk_heartbeat key
 	drd         *drdManager    // DRD devices placed here (drd.go); nil without the cluster database
+	bench       *benchStreams  // nil unless --bench-dir (see benchstream.go)
+	noNudge     bool           // --no-nudge
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
@@ -222,6 +225,10 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if err := d.startDRD(opts.Cluster, opts.DRDListen); err != nil {
 		return d, err
 	}
+	d.noNudge = opts.Bench.NoNudge
+	if d.bench, err = d.benchStreams(opts.Bench); err != nil {
+		return d, err
+	}
 	d.admin = &admin.Server{Provider: d.provider(), Log: d.log}
 	if err := d.admin.Listen(cfg.AdminSocket); err != nil {
 		return d, err
@@ -272,6 +279,7 @@ func (d *daemon) run(ctx context.Context) error {
 	if err := realtimeProcess(runtimePriority); err != nil {
 		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
 	}
+	senderP(d.cfg.Heartbeat.Interval)
 	rt := make(chan error, 1)
 	wg.Go(func() { d.sender.Run(ctx, rt) })
 	if err := <-rt; err != nil {
@@ -298,12 +306,16 @@ func (d *daemon) run(ctx context.Context) error {
 					}
 					return
 				}
+				d.nudge(ev)
 				events <- ev
 			}
 		})
 	}
 	if d.disk != nil {
 		wg.Go(func() { d.disk.d.Run(ctx) })
+	}
+	if d.bench != nil {
+		wg.Go(func() { d.bench.run(ctx) })
 	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- d.admin.Serve(ctx) })
@@ -321,6 +333,11 @@ loop:
 			d.logEvent(ev)
 			if d.ic != nil {
 				d.ic.sync()
+			}
+			if d.fallback != nil {
+				// On the fallback path the steering follows the link state only once sync
+				// copied it; on the eBPF path the event reader nudged already.
+				d.nudge(ev)
 			}
 			d.clusterHeartbeat(ev)
 		case <-tick.C:

@@ -42,6 +42,9 @@ type CLI struct {
 	RaftPeer   []string         `name:"raft-peer" placeholder:"ID=ADDR[:PORT]" help:"Cluster transport address of a peer (repeatable; default: from the UDP links)."`
 	RaftTick   time.Duration    `name:"raft-tick" default:"10ms" help:"Raft tick: heartbeats every tick, elections after 10-20 ticks without a leader (at once when the heartbeat plane sees the leader down)."`
 	DRDListen  string           `name:"drd-listen" placeholder:"ADDR[:PORT]" help:"Address of the DRD block shipping listener (default: the cluster transport's address, port 7406, where the other nodes' clients look for it)."`
+	BenchDir   string           `name:"bench-dir" hidden:"" type:"path" help:"Serve the interconnect benchmark's streams and record them in this directory (test traffic; see benchstream.go)."`
+	BenchPeer  int              `name:"bench-peer" hidden:"" help:"With --bench-dir: run the benchmark's streams to this node once DIR/start exists."`
+	NoNudge    bool             `name:"no-nudge" hidden:"" help:"Do not nudge the transport's streams on link-down events (a benchmark control)."`
 	Version    kong.VersionFlag `help:"Print the version and exit."`
 	// Prometheus metrics (control/metrics); off unless an address is given.
 	MetricsListen string `name:"metrics-listen" placeholder:"ADDR:PORT" help:"Serve Prometheus metrics over HTTP at /metrics on this address (e.g. 127.0.0.1:9405); off by default."`
@@ -98,7 +101,8 @@ func run(cli CLI) error {
 		defer metricsLn.Close()
 	}
 	d, err := newDaemon(cfg, key, daemonOptions{BPFDir: cli.BPFDir, Log: log, DRDListen: cli.DRDListen, Cluster: clusterFlags{
-		Witness: cli.Witness, Join: cli.Join, Listen: cli.RaftListen, Peers: cli.RaftPeer, Tick: cli.RaftTick}})
+		Witness: cli.Witness, Join: cli.Join, Listen: cli.RaftListen, Peers: cli.RaftPeer, Tick: cli.RaftTick},
+		Bench: benchFlags{Dir: cli.BenchDir, Peer: cli.BenchPeer, NoNudge: cli.NoNudge}})
 	if err != nil {
 		return err
 	}

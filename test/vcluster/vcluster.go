@@ -43,14 +43,16 @@ type Options struct {
 	Witnesses []int
 	// RaftTick is vigild's --raft-tick; zero: the daemon's default.
 	RaftTick time.Duration
-	// Args are extra vigild flags for every node (before each node's own Node.Args).
-	Args []string
+	// AllArgs are extra vigild flags for every node (before Args and Node.Args).
+	AllArgs []string
 	// Interconnect is written into every node's configuration as it is (zero: off); see
 	// ClusterNetwork for a network the harness does not use.
 	Interconnect nodeconf.Interconnect
 	// DiskHeartbeat, when its Interval is set, gives every node a disk heartbeat on one shared
 	// file of the cluster's shared directory (Path is filled in).
 	DiskHeartbeat nodeconf.DiskHeartbeat
+	// Args are extra vigild flags per node id, for every start of that node.
+	Args map[int][]string
 }
 
 // RaftPort is the cluster transport's port of every daemon; each listens on its cluster
@@ -282,7 +284,8 @@ func (n *Node) Start() error {
 	if n.c.Opts.RaftTick != 0 {
 		args = append(args, "--raft-tick", n.c.Opts.RaftTick.String())
 	}
-	args = append(args, n.c.Opts.Args...)
+	args = append(args, n.c.Opts.AllArgs...)
+	args = append(args, n.c.Opts.Args[n.ID]...)
 	args = append(args, n.Args...)
 	// The daemon is started the way systemd starts it (Type=notify): it must say READY=1 on
 	// $NOTIFY_SOCKET, and by then its admin socket must answer.

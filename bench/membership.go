@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"vigil/control/admin"
 	"vigil/test/netns"
 	"vigil/test/vcluster"
@@ -225,17 +227,22 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 			marks[n.ID] = st.Size()
 		}
 	}
+	var mono unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) // kernel_ns in the daemons' logs is on this clock
 	t0 := time.Now()
+	var steps []string // when each step of the fault returned, for the trace
 	if crash {
 		for _, l := range netns.PrivateLinks {
 			if err := b.c.Net.LinkDown(lead, l); err != nil {
 				return 0, err
 			}
+			steps = append(steps, fmt.Sprintf("link %d down %.3fms", l, ms(time.Since(t0))))
 		}
 	}
 	if err := b.c.Node(lead).Kill(); err != nil {
 		return 0, err
 	}
+	steps = append(steps, fmt.Sprintf("killed and reaped %.3fms", ms(time.Since(t0))))
 	var got time.Time
 	deadline := time.Now().Add(10 * time.Second)
 	for got.IsZero() {
@@ -277,6 +284,7 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 	if path := os.Getenv("MEMBENCH_TRACE"); path != "" {
 		f, _ := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		fmt.Fprintf(f, "== run: leader %d killed (crash %v), t0 %s, took %v\n", lead, crash, t0.Format(time.RFC3339Nano), got.Sub(t0))
+		fmt.Fprintf(f, "fault: %s; monotonic clock at t0: %d ns\n", strings.Join(steps, ", "), mono.Nano())
 		for _, n := range b.c.Nodes {
 			data, _ := os.ReadFile(n.Log)
 			for _, l := range strings.Split(string(data[min(marks[n.ID], int64(len(data))):]), "\n") {
@@ -284,7 +292,7 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 					Time time.Time `json:"time"`
 					Msg  string    `json:"msg"`
 				}
-				if json.Unmarshal([]byte(l), &ev) == nil && ev.Time.Sub(t0) < 3*got.Sub(t0) && !strings.Contains(l, "link ") && !strings.Contains(l, "jeopardy") {
+				if json.Unmarshal([]byte(l), &ev) == nil && ev.Time.Sub(t0) < 3*got.Sub(t0) && !strings.Contains(l, "link up") && !strings.Contains(l, "jeopardy") {
 					fmt.Fprintf(f, "%8.3fms node %d %.200s\n", ms(ev.Time.Sub(t0)), n.ID, l)
 				}
 			}

@@ -257,6 +257,7 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	reserveProcs(d.log)
 	if err := realtimeProcess(runtimePriority); err != nil {
 		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,9 +33,13 @@ import (
 //   - config write latency: `vigil config apply` as the admin API does it (parse, propose,
 //     commit on a majority with fsync, apply), through the leader and through a follower.
 func runMembership(cfg config, out io.Writer) (metrics, error) {
-	crashRuns, killRuns, writes := 30, 10, 200
+	crashRuns, killRuns, writes := 30, 30, 200
 	if cfg.quick {
-		crashRuns, killRuns, writes = 10, 3, 50
+		crashRuns, killRuns, writes = 10, 5, 50
+	}
+	if n, err := strconv.Atoi(os.Getenv("MEMBENCH_RUNS")); err == nil && n > 0 {
+		// For hunting rare failures: many failover runs of each kind.
+		crashRuns, killRuns = n, n
 	}
 	c, err := vcluster.Start(vcluster.Options{Nodes: 3, Interval: time.Millisecond, Multiplier: 3,
 		StallTimeout: 5 * time.Second})

@@ -165,7 +165,9 @@ func (d *daemon) provider() admin.Provider {
 // clusterHeartbeat passes the heartbeat plane's verdicts to the transport and raft: a link
 // down nudges the streams to that peer (the eBPF link selection already moved their packets to
 // a live link; the nudge makes TCP re-send at once what the failed link lost); a peer down on
-// every channel breaks its streams at once and, if it led, starts an election.
+// every channel breaks its streams at once and, if it led, starts an election; a stalled peer
+// (its kernel answers, its daemon is silent) that also closed its raft stream to this node is
+// a dead daemon, and if it led an election starts too.
 func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 	if d.transport != nil && ev.Kind == heartbeat.EventLink && heartbeat.LinkState(ev.State) == heartbeat.LinkDown {
 		d.transport.Nudge(transport.NodeID(ev.Peer))
@@ -178,6 +180,8 @@ func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 	case heartbeat.PeerDown:
 		d.transport.Reset(transport.NodeID(ev.Peer))
 		d.cluster.PeerDown(int(ev.Peer))
+	case heartbeat.PeerStalled:
+		d.cluster.PeerStalled(int(ev.Peer))
 	case heartbeat.PeerAlive:
 		d.cluster.PeerUp(int(ev.Peer))
 	}

@@ -157,6 +157,9 @@ type Core struct {
 	stalled  map[uint64]bool
 	closedAt map[uint64]closure
 	pending  []Note // notes raised outside Ready (PeerDown, Tick), handed out by the next Ready
+	// heldPreVotes: pre-votes raft ignored because this follower still believed in its leader,
+	// with the tick they came in; answered if the leader turns out gone (see leaderGone).
+	heldPreVotes map[uint64]heldPreVote
 
 	lead, term   uint64
 	lastLead     uint64 // the last leader known (lead is 0 between leaders)
@@ -195,6 +198,11 @@ type removal struct{ index, match, until uint64 }
 // closure records a peer closing its raft stream: the tick and the number of messages received
 // from it by then.
 type closure struct{ tick, heard uint64 }
+
+type heldPreVote struct {
+	m    *raftpb.Message
+	tick uint64
+}
 
 // closedSilentTicks is how long a peer that closed its raft stream may stay silent before it is
 // taken for gone: a daemon that replaces a stream sends on the new one within a tick (the leader
@@ -263,7 +271,7 @@ func NewCore(cfg Config) (*Core, error) {
 	c := &Core{
 		cfg: cfg, rn: rn, state: state, conf: proto.Clone(cs).(*raftpb.ConfState),
 		removed: map[uint64]*removal{}, received: map[uint64]uint64{}, lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
-		stalled: map[uint64]bool{}, closedAt: map[uint64]closure{},
+		stalled: map[uint64]bool{}, closedAt: map[uint64]closure{}, heldPreVotes: map[uint64]heldPreVote{},
 		member: clusterdb.NodeIniting, snapIndex: snap.GetMetadata().GetIndex(),
 		seq: cfg.SeqStart, proposals: map[uint64]uint64{}, reads: map[uint64]uint64{}, readAt: map[uint64]uint64{},
 	}
@@ -337,6 +345,12 @@ func (c *Core) Step(m *raftpb.Message) error {
 	if r := c.removed[from]; r != nil && m.GetType() == raftpb.MsgAppResp && !m.GetReject() {
 		r.match = max(r.match, m.GetIndex())
 	}
+	if m.GetType() == raftpb.MsgPreVote && c.lead != 0 && from != c.lead && c.raftState == raft.StateFollower {
+		// Raft ignores it while this node hears its leader (CheckQuorum's lease); if the
+		// leader is found gone a moment later, the answer need not wait for the candidate
+		// to ask again.
+		c.heldPreVotes[from] = heldPreVote{m: m, tick: c.tick}
+	}
 	err := c.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) || errors.Is(err, raft.ErrProposalDropped) {
 		return nil // from a removed peer, a local message, or a proposal forwarded to a former leader: ignored
@@ -388,6 +402,14 @@ func (c *Core) leaderGone(id uint64, why string) {
 	}
 	_ = c.rn.ForgetLeader()
 	c.down[id] = true // out of the line of candidates, until it speaks again
+	// Answer the pre-votes that came in the last ticks while this node still believed in the
+	// leader: the first in line campaigned as soon as it saw the leader go.
+	for _, from := range slices.Sorted(maps.Keys(c.heldPreVotes)) {
+		if h := c.heldPreVotes[from]; from != id && c.tick-h.tick <= 2 {
+			_ = c.rn.Step(h.m)
+		}
+	}
+	clear(c.heldPreVotes)
 	c.leadDownAt, c.leadDownTerm = c.tick, c.term
 	if c.rank() == 0 {
 		_ = c.rn.Campaign()
@@ -738,6 +760,7 @@ func (c *Core) settle(out *Output) {
 				Text: fmt.Sprintf("node %d is the leader in term %d", bs.Lead, bs.GetTerm())})
 			c.caughtUp = bs.Lead == c.cfg.ID
 			c.campaignTil, c.leadDownAt = 0, 0
+			clear(c.heldPreVotes)
 			// A membership record proposed under the old leader may be lost with it: the
 			// next one (the new leader's own record first) goes at once.
 			c.reconcileUntil = 0

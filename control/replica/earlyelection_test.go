@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"vigil/control/clusterdb"
 )
 
@@ -163,5 +165,44 @@ func TestKillLeaderRepeatedly(t *testing.T) {
 			}
 			h.converge(1, 2, 3)
 		}
+	}
+}
+
+// A follower that learns of its leader's death after the first in line campaigned answers the
+// pre-vote it ignored at once, without waiting for the candidate to ask again.
+func TestHeldPreVoteAnsweredWhenLeaderGone(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 2}) // no heartbeat reports: the test makes them
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	var rest []uint64
+	for id := uint64(1); id <= 3; id++ {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	first, second := rest[0], rest[1]
+	h.s.Crash(lead)
+	if err := h.s.Do(first, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	h.run(1) // the pre-vote reaches the second follower, which still believes in the leader
+	if l := h.s.Node(second).Core.Leader(); l != lead {
+		t.Fatalf("node %d: leader %d, want %d still", second, l, lead)
+	}
+	if err := h.s.Do(second, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	granted := false
+	for _, m := range h.s.queue {
+		if m.m.GetFrom() == second && m.m.GetTo() == first && m.m.GetType() == raftpb.MsgPreVoteResp && !m.m.GetReject() {
+			granted = true
+		}
+	}
+	if !granted {
+		t.Fatalf("node %d did not grant the held pre-vote of node %d when it saw the leader go", second, first)
+	}
+	h.run(2)
+	if l := h.s.Leader(); l != first {
+		t.Fatalf("leader %d, want %d", l, first)
 	}
 }

@@ -27,9 +27,16 @@ import (
 //     followers forget it and campaign at once (PreVote). The latency runs from just before
 //     the fault to the time the new leader logs applying its first command (the leadership
 //     record it proposes as soon as it leads): election plus one replicated, fsynced commit.
-//   - leader kill -9 (daemon only): the leader's kernel still echoes heartbeats (its XDP
-//     program stays), so the heartbeat plane calls the node stalled, not down, and the
-//     election waits for raft's own election timeout (10-20 ticks of 10 ms).
+//   - leader kill -9 (daemon only; the acceptance case): SIGKILL of the leader's vigild. Where
+//     its kernel still echoes heartbeats the heartbeat plane calls the node stalled, not down;
+//     its kernel closes its raft streams, and a follower that sees both starts the early
+//     election at once. The latency runs from just before the SIGKILL, so it includes the
+//     kernel's teardown of the process (5-15 ms until the reap on this VM).
+//
+// MEMBENCH_TRACE=FILE appends each failover run's log lines (times relative to the fault, the
+// fault's steps, the monotonic clock at the fault to place the kernel_ns of heartbeat events);
+// MEMBENCH_DUMP=FILE writes the logs of a run that found no new leader; MEMBENCH_RUNS=N runs N
+// failovers of each kind (to hunt rare failures).
 //   - config write latency: `vigil config apply` as the admin API does it (parse, propose,
 //     commit on a majority with fsync, apply), through the leader and through a follower.
 func runMembership(cfg config, out io.Writer) (metrics, error) {

@@ -257,7 +257,6 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	reserveProcs(d.log)
 	if err := realtimeProcess(runtimePriority); err != nil {
 		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
 	}
@@ -280,7 +279,7 @@ func (d *daemon) run(ctx context.Context) error {
 	} else {
 		wg.Go(func() {
 			for {
-				ev, err := d.bpf.ReadEvent()
+				ev, err := d.bpf.WaitEvent() // parked in the network poller: holds no P meanwhile
 				if err != nil {
 					if !errors.Is(err, os.ErrClosed) {
 						d.log.Error("read heartbeat events", "err", err)

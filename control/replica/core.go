@@ -401,7 +401,6 @@ func (c *Core) leaderGone(id uint64, why string) {
 		return
 	}
 	_ = c.rn.ForgetLeader()
-	c.down[id] = true // out of the line of candidates, until it speaks again
 	// Answer the pre-votes that came in the last ticks while this node still believed in the
 	// leader: the first in line campaigned as soon as it saw the leader go.
 	for _, from := range slices.Sorted(maps.Keys(c.heldPreVotes)) {
@@ -448,11 +447,14 @@ func (c *Core) Campaigning() bool {
 	return c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick
 }
 
-// rank is this node's place among the voters not reported down, by id: 0 campaigns first.
+// rank is this node's place among the voters not reported down, by id, leaving out the
+// leader found gone: 0 campaigns first. (The gone leader is not marked down: only the
+// heartbeat plane's reports are, and they are withdrawn when it hears the node again, while
+// a deposed leader may never send this follower anything.)
 func (c *Core) rank() int {
 	r := 0
 	for _, v := range c.conf.GetVoters() {
-		if v < c.cfg.ID && !c.down[v] {
+		if v < c.cfg.ID && !c.down[v] && !(c.leadDownAt != 0 && v == c.lastLead) {
 			r++
 		}
 	}

@@ -437,8 +437,16 @@ func (c *Core) Nudge() bool {
 
 // PeerUp withdraws a PeerDown or a PeerStalled: the heartbeat plane hears the peer's daemon.
 func (c *Core) PeerUp(id uint64) {
+	wasDown := c.down[id]
 	delete(c.down, id)
 	delete(c.stalled, id)
+	// A candidate of an early election whose vote request may have been lost to this peer
+	// (the daemon breaks the streams of a peer reported down; raft never sends a vote request
+	// again) asks again at once rather than after raft's election timeout.
+	if wasDown && c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick && c.isVoter(id) &&
+		c.rn.BasicStatus().RaftState == raft.StateCandidate {
+		_ = c.rn.Campaign()
+	}
 }
 
 // Campaigning reports whether this node campaigns in an early election that has no leader yet

@@ -568,5 +568,6 @@ func (r *Replica) PeerUp(id uint64) {
 	defer r.mu.Unlock()
 	if !r.closed {
 		r.core.PeerUp(id)
+		r.process()
 	}
 }

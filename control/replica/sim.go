@@ -66,6 +66,9 @@ type Sim struct {
 	// (kill -9): their peers see them stalled, not down. fins: stream closures on their way.
 	killed map[uint64]bool
 	fins   []simFin
+	// stalledRep: pairs reported stalled (not down); they turn down once the node's kernel no
+	// longer answers either (it restarted cut off, or a partition came between).
+	stalledRep map[[2]uint64]bool
 
 	leaders   map[uint64]uint64 // term -> leader
 	committed map[uint64][]byte // index -> entry as committed (term, type, data)
@@ -116,6 +119,7 @@ func NewSim(opts SimOptions) (*Sim, error) {
 		Opts: opts, Rng: rand.New(rand.NewPCG(opts.Seed, 0x5157)),
 		Now:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		group: map[uint64]int{}, downSince: map[[2]uint64]int{}, reported: map[[2]uint64]bool{}, killed: map[uint64]bool{},
+		stalledRep: map[[2]uint64]bool{},
 		leaders: map[uint64]uint64{}, committed: map[uint64][]byte{}, states: map[uint64]uint64{},
 	}
 	var voters []uint64
@@ -153,6 +157,14 @@ func (s *Sim) start(n *SimNode) error {
 		return fmt.Errorf("node %d: %w", n.ID, err)
 	}
 	n.Core, n.Up, n.checked, n.hashed = c, true, 0, 0
+	// A new core knows none of the heartbeat plane's earlier reports: they are made again.
+	for k := range s.reported {
+		if k[0] == n.ID {
+			delete(s.reported, k)
+			delete(s.stalledRep, k)
+			delete(s.downSince, k)
+		}
+	}
 	return s.check(n)
 }
 
@@ -403,6 +415,7 @@ func (s *Sim) detect() error {
 				delete(s.downSince, k)
 				if s.reported[k] {
 					delete(s.reported, k)
+					delete(s.stalledRep, k)
 					a.Core.PeerUp(b.ID)
 				}
 				continue
@@ -412,10 +425,19 @@ func (s *Sim) detect() error {
 				s.downSince[k] = s.Round
 				continue
 			}
+			kernel := s.killed[b.ID] && s.sameGroup(a.ID, b.ID) // its kernel still answers a
+			if s.reported[k] && s.stalledRep[k] && !kernel {
+				delete(s.stalledRep, k) // stalled, and now its kernel is silent too: down
+				a.Core.PeerDown(b.ID)
+				if err := s.ready(a); err != nil {
+					return err
+				}
+			}
 			if !s.reported[k] && s.Round-since >= s.Opts.DetectRounds {
 				s.reported[k] = true
-				if s.killed[b.ID] && s.sameGroup(a.ID, b.ID) {
-					a.Core.PeerStalled(b.ID) // its kernel still answers
+				if kernel {
+					s.stalledRep[k] = true
+					a.Core.PeerStalled(b.ID)
 				} else {
 					a.Core.PeerDown(b.ID)
 				}

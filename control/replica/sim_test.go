@@ -308,7 +308,9 @@ func TestSimSchedules(t *testing.T) {
 		sc.must(s.Run(2*s.Opts.ElectionTick + 1)) // a deposed leader steps down within two election timeouts
 		for _, id := range minor {
 			if s.Node(id).Core.Quorate() || !s.Node(id).Core.View().Stale {
-				t.Fatalf("seed %d: node %d in the minority %v believes it is quorate", seed, id, minor)
+				c := s.Node(id).Core
+				t.Fatalf("seed %d: node %d in the minority %v believes it is quorate: %+v down %v stalled %v lastHeard %v tick %d",
+					seed, id, minor, c.Status(), c.down, c.stalled, c.lastHeard, c.tick)
 			}
 			if _, err := s.Node(id).Core.Propose(clusterdb.Command{Who: "x", Payload: &clusterdb.RecordEvent{
 				Kind: clusterdb.EventNote, What: "x"}}); err == nil && s.Node(id).Core.Leader() == 0 {

@@ -120,7 +120,7 @@ func NewSim(opts SimOptions) (*Sim, error) {
 		Now:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		group: map[uint64]int{}, downSince: map[[2]uint64]int{}, reported: map[[2]uint64]bool{}, killed: map[uint64]bool{},
 		stalledRep: map[[2]uint64]bool{},
-		leaders: map[uint64]uint64{}, committed: map[uint64][]byte{}, states: map[uint64]uint64{},
+		leaders:    map[uint64]uint64{}, committed: map[uint64][]byte{}, states: map[uint64]uint64{},
 	}
 	var voters []uint64
 	for id := uint64(1); id <= uint64(opts.Nodes); id++ {

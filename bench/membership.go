@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"vigil/control/admin"
 	"vigil/test/netns"
@@ -24,15 +27,26 @@ import (
 //     followers forget it and campaign at once (PreVote). The latency runs from just before
 //     the fault to the time the new leader logs applying its first command (the leadership
 //     record it proposes as soon as it leads): election plus one replicated, fsynced commit.
-//   - leader kill -9 (daemon only): the leader's kernel still echoes heartbeats (its XDP
-//     program stays), so the heartbeat plane calls the node stalled, not down, and the
-//     election waits for raft's own election timeout (10-20 ticks of 10 ms).
+//   - leader kill -9 (daemon only; the acceptance case): SIGKILL of the leader's vigild. Where
+//     its kernel still echoes heartbeats the heartbeat plane calls the node stalled, not down;
+//     its kernel closes its raft streams, and a follower that sees both starts the early
+//     election at once. The latency runs from just before the SIGKILL, so it includes the
+//     kernel's teardown of the process (5-15 ms until the reap on this VM).
+//
+// MEMBENCH_TRACE=FILE appends each failover run's log lines (times relative to the fault, the
+// fault's steps, the monotonic clock at the fault to place the kernel_ns of heartbeat events);
+// MEMBENCH_DUMP=FILE writes the logs of a run that found no new leader; MEMBENCH_RUNS=N runs N
+// failovers of each kind (to hunt rare failures).
 //   - config write latency: `vigil config apply` as the admin API does it (parse, propose,
 //     commit on a majority with fsync, apply), through the leader and through a follower.
 func runMembership(cfg config, out io.Writer) (metrics, error) {
-	crashRuns, killRuns, writes := 30, 10, 200
+	crashRuns, killRuns, writes := 30, 30, 200
 	if cfg.quick {
-		crashRuns, killRuns, writes = 10, 3, 50
+		crashRuns, killRuns, writes = 10, 5, 50
+	}
+	if n, err := strconv.Atoi(os.Getenv("MEMBENCH_RUNS")); err == nil && n > 0 {
+		// For hunting rare failures: many failover runs of each kind.
+		crashRuns, killRuns = n, n
 	}
 	c, err := vcluster.Start(vcluster.Options{Nodes: 3, Interval: time.Millisecond, Multiplier: 3,
 		StallTimeout: 5 * time.Second})
@@ -225,17 +239,22 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 			marks[n.ID] = st.Size()
 		}
 	}
+	var mono unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) // kernel_ns in the daemons' logs is on this clock
 	t0 := time.Now()
+	var steps []string // when each step of the fault returned, for the trace
 	if crash {
 		for _, l := range netns.PrivateLinks {
 			if err := b.c.Net.LinkDown(lead, l); err != nil {
 				return 0, err
 			}
+			steps = append(steps, fmt.Sprintf("link %d down %.3fms", l, ms(time.Since(t0))))
 		}
 	}
 	if err := b.c.Node(lead).Kill(); err != nil {
 		return 0, err
 	}
+	steps = append(steps, fmt.Sprintf("killed and reaped %.3fms", ms(time.Since(t0))))
 	var got time.Time
 	deadline := time.Now().Add(10 * time.Second)
 	for got.IsZero() {
@@ -277,6 +296,7 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 	if path := os.Getenv("MEMBENCH_TRACE"); path != "" {
 		f, _ := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		fmt.Fprintf(f, "== run: leader %d killed (crash %v), t0 %s, took %v\n", lead, crash, t0.Format(time.RFC3339Nano), got.Sub(t0))
+		fmt.Fprintf(f, "fault: %s; monotonic clock at t0: %d ns\n", strings.Join(steps, ", "), mono.Nano())
 		for _, n := range b.c.Nodes {
 			data, _ := os.ReadFile(n.Log)
 			for _, l := range strings.Split(string(data[min(marks[n.ID], int64(len(data))):]), "\n") {
@@ -284,7 +304,7 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 					Time time.Time `json:"time"`
 					Msg  string    `json:"msg"`
 				}
-				if json.Unmarshal([]byte(l), &ev) == nil && ev.Time.Sub(t0) < 3*got.Sub(t0) && !strings.Contains(l, "link ") && !strings.Contains(l, "jeopardy") {
+				if json.Unmarshal([]byte(l), &ev) == nil && ev.Time.Sub(t0) < 3*got.Sub(t0) && !strings.Contains(l, "link up") && !strings.Contains(l, "jeopardy") {
 					fmt.Fprintf(f, "%8.3fms node %d %.200s\n", ms(ev.Time.Sub(t0)), n.ID, l)
 				}
 			}

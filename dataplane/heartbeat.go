@@ -70,6 +70,7 @@ type Heartbeat struct {
 
 	closeEvents sync.Once
 	eventsErr   error
+	wait        eventWait // see WaitEvent
 
 	mu    sync.Mutex
 	cfg   KernelConfig
@@ -482,6 +483,6 @@ func (h *Heartbeat) Close() error {
 
 // CloseEvents closes the event reader, so that a blocked ReadEvent returns. It is idempotent.
 func (h *Heartbeat) CloseEvents() error {
-	h.closeEvents.Do(func() { h.eventsErr = h.events.Close() })
+	h.closeEvents.Do(func() { h.eventsErr = errors.Join(h.wait.close(), h.events.Close()) })
 	return h.eventsErr
 }

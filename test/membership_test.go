@@ -227,12 +227,25 @@ func TestMembershipLeaderKilled(t *testing.T) {
 	if newLead == lead {
 		t.Fatalf("the killed node %d is still the leader", lead)
 	}
+	// The new leader's first commit is the record of its leadership (what the membership
+	// bench times): it must come, whatever the old leader had in flight.
+	deadline := time.Now().Add(clusterWait)
+	for {
+		out, err := vigil(t, c.Node(newLead), "log", "--kind", "leader", "--node", fmt.Sprint(newLead))
+		if err == nil && strings.Contains(out, fmt.Sprintf("node %d (node%d) is the leader", newLead, newLead)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no leadership record of the new leader %d: %v\n%s", newLead, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	waitUser(t, c.Node(rest[0]), "acked", false)
 	if out, err := apply(t, c, rest[1], "b.yaml", clusterYAML(3, "after")); err != nil {
 		t.Fatalf("apply after the leader died: %v\n%s", err, out)
 	}
 	// The dead node is recorded faulted.
-	deadline := time.Now().Add(clusterWait)
+	deadline = time.Now().Add(clusterWait)
 	for {
 		out, err := vigil(t, c.Node(rest[0]), "log", "--kind", "node-state", "--node", fmt.Sprint(lead))
 		if err == nil && strings.Contains(out, "-> faulted") {

@@ -178,7 +178,9 @@ func (d *daemon) nudge(ev heartbeat.Event) {
 }
 
 // clusterHeartbeat passes the heartbeat plane's verdicts on peers to the transport and raft: a
-// peer down on every channel breaks its streams at once and, if it led, starts an election.
+// peer down on every channel breaks its streams at once and, if it led, starts an election; a
+// stalled peer (its kernel answers, its daemon is silent) that also closed its raft stream to
+// this node is a dead daemon, and if it led an election starts too.
 func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 	if d.cluster == nil || ev.Kind != heartbeat.EventPeer {
 		return
@@ -187,6 +189,8 @@ func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 	case heartbeat.PeerDown:
 		d.transport.Reset(transport.NodeID(ev.Peer))
 		d.cluster.PeerDown(int(ev.Peer))
+	case heartbeat.PeerStalled:
+		d.cluster.PeerStalled(int(ev.Peer))
 	case heartbeat.PeerAlive:
 		d.cluster.PeerUp(int(ev.Peer))
 	}

@@ -279,7 +279,6 @@ func (d *daemon) run(ctx context.Context) error {
 	if err := realtimeProcess(runtimePriority); err != nil {
 		d.log.Warn("vigild runs without real-time priority; CPU load can delay it and its heartbeats", "reason", err)
 	}
-	senderP(d.cfg.Heartbeat.Interval)
 	rt := make(chan error, 1)
 	wg.Go(func() { d.sender.Run(ctx, rt) })
 	if err := <-rt; err != nil {
@@ -299,7 +298,7 @@ func (d *daemon) run(ctx context.Context) error {
 	} else {
 		wg.Go(func() {
 			for {
-				ev, err := d.bpf.ReadEvent()
+				ev, err := d.bpf.WaitEvent() // parked in the network poller: holds no P meanwhile
 				if err != nil {
 					if !errors.Is(err, os.ErrClosed) {
 						d.log.Error("read heartbeat events", "err", err)

@@ -140,6 +140,10 @@ func (n *Node) Replica() *replica.Replica { return n.rep }
 // PeerDown passes the heartbeat plane's "down on every link" to raft (early election).
 func (n *Node) PeerDown(id int) { n.rep.PeerDown(uint64(id)) }
 
+// PeerStalled passes the heartbeat plane's "stalled" (kernel answers, daemon silent) to raft:
+// with the peer's raft stream closed by its end, it is a dead daemon (early election).
+func (n *Node) PeerStalled(id int) { n.rep.PeerStalled(uint64(id)) }
+
 // PeerUp passes "alive again".
 func (n *Node) PeerUp(id int) { n.rep.PeerUp(uint64(id)) }
 

@@ -76,6 +76,8 @@ const (
 	NoteCampaign   NoteKind = "campaign"     // an early election started after the leader was reported down
 	NoteSnapshot   NoteKind = "snapshot"     // a snapshot was taken or restored (Index)
 	NoteReconciled NoteKind = "reconcile"    // the node proposed a membership record change (Text)
+	NoteRaftState  NoteKind = "raft-state"   // this node's raft role changed (Text, Term): for traces
+	NoteLeaderGone NoteKind = "leader-gone"  // the leader is gone; this node forgot it and waits for the first in line to campaign
 )
 
 // Note is something a Core reports for the driver to log; tests assert on them.
@@ -149,18 +151,28 @@ type Core struct {
 	// voterSince is when this node first saw each voter in the configuration.
 	voterSince map[uint64]uint64
 	down       map[uint64]bool // peers the heartbeat plane reports down on every channel
+	// stalled: peers the heartbeat plane reports stalled (their kernel answers, their daemon
+	// sends nothing); closedAt: peers that closed their raft stream to this node and have sent
+	// nothing since (see StreamClosed).
+	stalled  map[uint64]bool
+	closedAt map[uint64]closure
+	pending  []Note // notes raised outside Ready (PeerDown, Tick), handed out by the next Ready
+	// heldPreVotes: pre-votes raft ignored because this follower still believed in its leader,
+	// with the tick they came in; answered if the leader turns out gone (see leaderGone).
+	heldPreVotes map[uint64]heldPreVote
 
-	lead, term  uint64
-	lastLead    uint64 // the last leader known (lead is 0 between leaders)
-	raftState   raft.StateType
-	quorate     bool
-	member      clusterdb.NodeState
-	caughtUp    bool   // applied what a leader of this term sent
-	campaignTil uint64 // keep campaigning on ticks until this one (early election)
-	leadDownAt  uint64 // tick at which the leader was reported down (0: not)
-	wasVoter    bool
-	fault       error
-	snapIndex   uint64
+	lead, term   uint64
+	lastLead     uint64 // the last leader known (lead is 0 between leaders)
+	raftState    raft.StateType
+	quorate      bool
+	member       clusterdb.NodeState
+	caughtUp     bool   // applied what a leader of this term sent
+	campaignTil  uint64 // keep campaigning on ticks until this one (early election)
+	leadDownAt   uint64 // tick at which the leader was reported down (0: not)
+	leadDownTerm uint64 // the term then
+	wasVoter     bool
+	fault        error
+	snapIndex    uint64
 
 	seq       uint64
 	proposals map[uint64]uint64 // seq -> deadline tick
@@ -182,6 +194,20 @@ type Core struct {
 }
 
 type removal struct{ index, match, until uint64 }
+
+// closure records a peer closing its raft stream: the tick and the number of messages received
+// from it by then.
+type closure struct{ tick, heard uint64 }
+
+type heldPreVote struct {
+	m    *raftpb.Message
+	tick uint64
+}
+
+// closedSilentTicks is how long a peer that closed its raft stream may stay silent before it is
+// taken for gone: a daemon that replaces a stream sends on the new one within a tick (the leader
+// sends at least a heartbeat every tick).
+const closedSilentTicks = 2
 
 var discard = &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
 
@@ -245,6 +271,7 @@ func NewCore(cfg Config) (*Core, error) {
 	c := &Core{
 		cfg: cfg, rn: rn, state: state, conf: proto.Clone(cs).(*raftpb.ConfState),
 		removed: map[uint64]*removal{}, received: map[uint64]uint64{}, lastHeard: map[uint64]uint64{}, voterSince: map[uint64]uint64{}, down: map[uint64]bool{},
+		stalled: map[uint64]bool{}, closedAt: map[uint64]closure{}, heldPreVotes: map[uint64]heldPreVote{},
 		member: clusterdb.NodeIniting, snapIndex: snap.GetMetadata().GetIndex(),
 		seq: cfg.SeqStart, proposals: map[uint64]uint64{}, reads: map[uint64]uint64{}, readAt: map[uint64]uint64{},
 	}
@@ -263,9 +290,12 @@ func (c *Core) Tick(now time.Time) {
 		return
 	}
 	c.rn.Tick()
-	if c.lead == 0 && c.campaignTil >= c.tick {
+	if c.lead == 0 && c.campaignTil >= c.tick && c.rn.BasicStatus().RaftState != raft.StateCandidate {
 		// Early election: the pre-vote of the first campaign may have reached peers that had
-		// not yet seen the leader go; they ignore it while they believe in the leader.
+		// not yet seen the leader go; they ignore it while they believe in the leader. A real
+		// candidate is left to its vote: campaigning again would start a new pre-vote and
+		// drop the votes on their way (with a vote round longer than a tick, slow fsyncs say,
+		// no candidate would ever win).
 		_ = c.rn.Campaign()
 	}
 	// A read request (or its answer) lost on the way to the leader is not re-sent by raft:
@@ -278,8 +308,19 @@ func (c *Core) Tick(now time.Time) {
 			}
 		}
 	}
-	// Early election of the others: if the first in line did not win, the next one tries.
-	if c.leadDownAt != 0 && c.lead == 0 {
+	// The leader closed its stream and has said nothing since, on any stream, for
+	// closedSilentTicks: its daemon is gone (it exited, or was killed while its kernel still
+	// answers the heartbeat plane, which then reports it stalled; see StreamClosed).
+	if cl, ok := c.closedAt[c.lead]; ok && c.lead != 0 && c.tick-cl.tick >= closedSilentTicks {
+		delete(c.closedAt, c.lead)
+		if c.received[c.lead] == cl.heard {
+			c.leaderGone(c.lead, fmt.Sprintf("leader %d closed its raft stream and has been silent for %d ticks", c.lead, c.tick-cl.tick))
+		}
+	}
+	// Early election of the others: if the first in line did not even start (no newer term
+	// reached this node), the next one tries. Once a candidate is known, raft's own election
+	// timeout covers it: campaigning into its election would only split the vote.
+	if c.leadDownAt != 0 && c.lead == 0 && c.rn.BasicStatus().GetTerm() == c.leadDownTerm {
 		if rank := c.rank(); rank > 0 && c.tick-c.leadDownAt == uint64(3*rank) {
 			_ = c.rn.Campaign()
 		}
@@ -297,11 +338,18 @@ func (c *Core) Step(m *raftpb.Message) error {
 	if c.down[from] {
 		delete(c.down, from) // it speaks, whatever the heartbeat plane said last
 	}
+	delete(c.closedAt, from) // on a new stream, or the old one was not its last word
 	if from == c.lead && (m.GetType() == raftpb.MsgApp || m.GetType() == raftpb.MsgSnap || m.GetType() == raftpb.MsgHeartbeat) {
 		c.caughtUp = true
 	}
 	if r := c.removed[from]; r != nil && m.GetType() == raftpb.MsgAppResp && !m.GetReject() {
 		r.match = max(r.match, m.GetIndex())
+	}
+	if m.GetType() == raftpb.MsgPreVote && c.lead != 0 && from != c.lead && c.raftState == raft.StateFollower {
+		// Raft ignores it while this node hears its leader (CheckQuorum's lease); if the
+		// leader is found gone a moment later, the answer need not wait for the candidate
+		// to ask again.
+		c.heldPreVotes[from] = heldPreVote{m: m, tick: c.tick}
 	}
 	err := c.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) || errors.Is(err, raft.ErrProposalDropped) {
@@ -313,21 +361,64 @@ func (c *Core) Step(m *raftpb.Message) error {
 // PeerDown tells the core that the heartbeat plane sees peer id down on every channel. If it
 // is the leader, the followers forget it at once (so they grant votes without waiting out
 // the election timeout) and the first in line among the voters still up campaigns, with
-// PreVote, so a node that is merely cut off cannot disturb a healthy leader.
-func (c *Core) PeerDown(id uint64) (notes []Note) {
+// PreVote, so a node that is merely cut off cannot disturb a healthy leader. The notes come
+// with the next Ready.
+func (c *Core) PeerDown(id uint64) {
 	c.down[id] = true
-	if c.fault != nil || id != c.lead || c.raftState != raft.StateFollower || !c.isVoter(c.cfg.ID) {
-		return nil
+	c.leaderGone(id, fmt.Sprintf("leader %d reported down on every link", id))
+}
+
+// PeerStalled tells the core that the heartbeat plane reports peer id stalled: its kernel still
+// answers, its daemon sends nothing. On its own that proves nothing (a paused or starved daemon
+// comes back); together with the peer having closed its raft stream and said nothing since
+// (StreamClosed), it is a daemon that exited or was killed: if it led, the early election of
+// PeerDown starts at once.
+func (c *Core) PeerStalled(id uint64) {
+	c.stalled[id] = true
+	if cl, ok := c.closedAt[id]; ok && c.received[id] == cl.heard {
+		delete(c.closedAt, id)
+		c.leaderGone(id, fmt.Sprintf("leader %d stalled after it closed its raft stream", id))
+	}
+}
+
+// StreamClosed tells the core that peer id closed a raft stream to this node (its end shut it:
+// its daemon exited, or was killed and its kernel closed the socket; or it replaced the
+// stream). If the heartbeat plane reports the peer stalled, its daemon is gone: if it led, the
+// early election of PeerDown starts at once. Otherwise, if it leads and sends nothing more, on
+// any stream, for closedSilentTicks, the election starts then.
+func (c *Core) StreamClosed(id uint64) {
+	if c.stalled[id] || c.down[id] {
+		c.leaderGone(id, fmt.Sprintf("leader %d closed its raft stream while the heartbeat plane reports it stalled", id))
+		return
+	}
+	c.closedAt[id] = closure{tick: c.tick, heard: c.received[id]}
+}
+
+// leaderGone starts the early election if id leads: this follower forgets it, and the first in
+// line among the voters not reported down campaigns (PreVote).
+func (c *Core) leaderGone(id uint64, why string) {
+	if c.fault != nil || id == 0 || id != c.lead || c.raftState != raft.StateFollower || !c.isVoter(c.cfg.ID) {
+		return
 	}
 	_ = c.rn.ForgetLeader()
-	c.leadDownAt = c.tick
+	// Answer the pre-votes that came in the last ticks while this node still believed in the
+	// leader: the first in line campaigned as soon as it saw the leader go.
+	for _, from := range slices.Sorted(maps.Keys(c.heldPreVotes)) {
+		if h := c.heldPreVotes[from]; from != id && c.tick-h.tick <= 2 {
+			_ = c.rn.Step(h.m)
+		}
+	}
+	clear(c.heldPreVotes)
+	c.leadDownAt, c.leadDownTerm = c.tick, c.term
 	if c.rank() == 0 {
 		_ = c.rn.Campaign()
 		c.campaignTil = c.tick + uint64(c.cfg.ElectionTick)
-		notes = append(notes, Note{Kind: NoteCampaign, Term: c.term, Leader: id,
-			Text: fmt.Sprintf("leader %d reported down on every link; campaigning at once", id)})
+		c.pending = append(c.pending, Note{Kind: NoteCampaign, Term: c.term, Leader: id,
+			Text: why + "; campaigning at once"})
+	} else {
+		c.pending = append(c.pending, Note{Kind: NoteLeaderGone, Term: c.term, Leader: id,
+			Text: why + "; forgot it, the first in line campaigns"})
 	}
-	return notes
 }
 
 // Nudge repeats an early election's campaign between ticks, while this node is the one that
@@ -344,17 +435,34 @@ func (c *Core) Nudge() bool {
 	return true
 }
 
-// heardAt counts the messages received from id.
-func (c *Core) heardAt(id uint64) uint64 { return c.received[id] }
+// PeerUp withdraws a PeerDown or a PeerStalled: the heartbeat plane hears the peer's daemon.
+func (c *Core) PeerUp(id uint64) {
+	wasDown := c.down[id]
+	delete(c.down, id)
+	delete(c.stalled, id)
+	// A candidate of an early election whose vote request may have been lost to this peer
+	// (the daemon breaks the streams of a peer reported down; raft never sends a vote request
+	// again) asks again at once rather than after raft's election timeout.
+	if wasDown && c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick && c.isVoter(id) &&
+		c.rn.BasicStatus().RaftState == raft.StateCandidate {
+		_ = c.rn.Campaign()
+	}
+}
 
-// PeerUp withdraws a PeerDown.
-func (c *Core) PeerUp(id uint64) { delete(c.down, id) }
+// Campaigning reports whether this node campaigns in an early election that has no leader yet
+// (the driver then calls Nudge between ticks).
+func (c *Core) Campaigning() bool {
+	return c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick
+}
 
-// rank is this node's place among the voters not reported down, by id: 0 campaigns first.
+// rank is this node's place among the voters not reported down, by id, leaving out the
+// leader found gone: 0 campaigns first. (The gone leader is not marked down: only the
+// heartbeat plane's reports are, and they are withdrawn when it hears the node again, while
+// a deposed leader may never send this follower anything.)
 func (c *Core) rank() int {
 	r := 0
 	for _, v := range c.conf.GetVoters() {
-		if v < c.cfg.ID && !c.down[v] {
+		if v < c.cfg.ID && !c.down[v] && !(c.leadDownAt != 0 && v == c.lastLead) {
 			r++
 		}
 	}
@@ -498,45 +606,61 @@ func (c *Core) noQuorum() error {
 // further part (it keeps serving stale reads).
 func (c *Core) Ready() (Output, error) {
 	var out Output
+	out.Notes, c.pending = c.pending, nil
 	if c.fault != nil {
 		return out, c.fault
 	}
-	for c.rn.HasReady() {
-		rd := c.rn.Ready()
-		if err := c.cfg.Storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
-			return out, c.fail(&out, fmt.Errorf("save raft state: %w", err))
+	// Settle first: a leadership won in the Step before this Ready proposes its record now, so
+	// that the record goes out with the new leader's first append (one fsync, one round trip).
+	// Then again after each Ready, for what the applied entries changed, until raft has
+	// nothing more.
+	for {
+		c.settle(&out)
+		if !c.rn.HasReady() {
+			break
 		}
-		out.Messages = append(out.Messages, rd.Messages...)
-		if !raft.IsEmptySnap(rd.Snapshot) {
-			st, err := clusterdb.Restore(rd.Snapshot.GetData())
-			if err != nil {
-				return out, c.fail(&out, fmt.Errorf("restore snapshot at index %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err))
-			}
-			c.state = st
-			c.conf = proto.Clone(rd.Snapshot.GetMetadata().GetConfState()).(*raftpb.ConfState)
-			c.snapIndex = rd.Snapshot.GetMetadata().GetIndex()
-			out.Notes = append(out.Notes, Note{Kind: NoteSnapshot, Index: c.snapIndex, Text: "restored a snapshot from the leader"})
+		if err := c.readyOnce(&out); err != nil {
+			return out, err
 		}
-		for _, e := range rd.CommittedEntries {
-			if err := c.apply(e, &out); err != nil {
-				return out, c.fail(&out, err)
-			}
-		}
-		for _, rs := range rd.ReadStates {
-			if len(rs.RequestCtx) == 8 {
-				seq := binary.BigEndian.Uint64(rs.RequestCtx)
-				if _, ok := c.reads[seq]; ok {
-					c.readAt[seq] = rs.Index
-				}
-			}
-		}
-		c.rn.Advance(rd)
 	}
-	c.settle(&out)
 	if err := c.maybeSnapshot(&out); err != nil {
 		return out, c.fail(&out, err)
 	}
 	return out, nil
+}
+
+// readyOnce handles one raft Ready: save, collect the messages, apply, advance.
+func (c *Core) readyOnce(out *Output) error {
+	rd := c.rn.Ready()
+	if err := c.cfg.Storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+		return c.fail(out, fmt.Errorf("save raft state: %w", err))
+	}
+	out.Messages = append(out.Messages, rd.Messages...)
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		st, err := clusterdb.Restore(rd.Snapshot.GetData())
+		if err != nil {
+			return c.fail(out, fmt.Errorf("restore snapshot at index %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err))
+		}
+		c.state = st
+		c.conf = proto.Clone(rd.Snapshot.GetMetadata().GetConfState()).(*raftpb.ConfState)
+		c.snapIndex = rd.Snapshot.GetMetadata().GetIndex()
+		out.Notes = append(out.Notes, Note{Kind: NoteSnapshot, Index: c.snapIndex, Text: "restored a snapshot from the leader"})
+	}
+	for _, e := range rd.CommittedEntries {
+		if err := c.apply(e, out); err != nil {
+			return c.fail(out, err)
+		}
+	}
+	for _, rs := range rd.ReadStates {
+		if len(rs.RequestCtx) == 8 {
+			seq := binary.BigEndian.Uint64(rs.RequestCtx)
+			if _, ok := c.reads[seq]; ok {
+				c.readAt[seq] = rs.Index
+			}
+		}
+	}
+	c.rn.Advance(rd)
+	return nil
 }
 
 func (c *Core) fail(out *Output, err error) error {
@@ -646,9 +770,16 @@ func (c *Core) settle(out *Output) {
 				Text: fmt.Sprintf("node %d is the leader in term %d", bs.Lead, bs.GetTerm())})
 			c.caughtUp = bs.Lead == c.cfg.ID
 			c.campaignTil, c.leadDownAt = 0, 0
+			clear(c.heldPreVotes)
+			// A membership record proposed under the old leader may be lost with it: the
+			// next one (the new leader's own record first) goes at once.
+			c.reconcileUntil = 0
 		}
 		if bs.Lead == 0 && c.lead != 0 {
 			out.Notes = append(out.Notes, Note{Kind: NoteLeader, Term: bs.GetTerm(), Text: "no leader"})
+		}
+		if bs.RaftState != c.raftState {
+			out.Notes = append(out.Notes, Note{Kind: NoteRaftState, Term: bs.GetTerm(), Text: bs.RaftState.String()})
 		}
 		c.lead, c.term, c.raftState = bs.Lead, bs.GetTerm(), bs.RaftState
 	}
@@ -847,21 +978,23 @@ func (c *Core) reconcile(out *Output) {
 	if !c.quorate || c.tick < c.reconcileUntil || c.now.IsZero() {
 		return
 	}
-	propose := func(p clusterdb.Payload, text string) {
+	propose := func(p clusterdb.Payload, text string) bool {
 		seq, err := c.proposeInternal(clusterdb.Command{Who: "vigild@" + c.cfg.Name, Payload: p})
 		if err != nil {
-			return
+			return false
 		}
 		c.reconcileSeq = seq
 		c.reconcileUntil = c.tick + uint64(2*c.cfg.ElectionTick)
 		out.Notes = append(out.Notes, Note{Kind: NoteReconciled, Text: text})
+		return true
 	}
 	id := int(c.cfg.ID)
 	if c.lead == c.cfg.ID && c.leaderNoted != c.term {
-		c.leaderNoted = c.term
-		propose(&clusterdb.RecordEvent{Kind: clusterdb.EventLeader, Node: id,
+		if propose(&clusterdb.RecordEvent{Kind: clusterdb.EventLeader, Node: id,
 			What: fmt.Sprintf("node %d (%s) is the leader in term %d; quorum: %s", id, c.cfg.Name, c.term, c.reachableText())},
-			"recording leadership")
+			"recording leadership") {
+			c.leaderNoted = c.term
+		}
 		return
 	}
 	m, ok := c.state.Member(id)

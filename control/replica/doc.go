@@ -7,7 +7,8 @@
 //
 // Core follows raft's Step/Tick/Ready shape. The caller feeds it Tick (logical time; the
 // wall-clock time passed along only stamps the commands the core proposes itself), Step
-// (messages from peers), PeerDown/PeerUp (the heartbeat plane's verdicts), and requests
+// (messages from peers), PeerDown/PeerStalled/PeerUp (the heartbeat plane's verdicts),
+// StreamClosed (a peer closed its raft stream to this node), and requests
 // (Propose, AddNode, RemoveNode, Read), and then calls Ready, which handles each raft Ready in
 // the order raft's doc.go prescribes:
 //
@@ -19,8 +20,11 @@
 //     RawNode.ApplyConfChange after the database part in their context was applied;
 //  4. RawNode.Advance.
 //
-// Then it settles proposals (Output.Done), linearizable reads, quorum, and this node's
-// membership record, and takes a snapshot and compacts the log every SnapshotEntries entries.
+// It settles proposals (Output.Done), linearizable reads, quorum, and this node's membership
+// record before the first raft Ready and after each one, until raft has nothing more: a node
+// that just won an election proposes its leadership record before its first Ready, so the
+// record is saved with the new term's empty entry and goes out in the same append. At the end
+// it takes a snapshot and compacts the log every SnapshotEntries entries.
 //
 // Raft runs with PreVote and CheckQuorum. A proposal on a follower is forwarded to the leader
 // by raft; with no leader known it fails at once with ErrNoQuorum; a proposal not applied
@@ -40,9 +44,18 @@
 // campaigns at once, again every millisecond (Replica, through Nudge) and on each tick until a
 // leader is known; the next in line campaigns 3 ticks later, and so on. PreVote stays on: a
 // node that is merely cut off from the others campaigns too, but its pre-vote wins no
-// majority, so it cannot disturb the leader. A Replica also starts an early election when the
-// leader's daemon closed its raft stream and sent nothing more for two ticks: a daemon killed
-// while its kernel still echoes heartbeats is only "stalled" to the heartbeat plane.
+// majority, so it cannot disturb the leader. The next in line campaigns only if no newer
+// term reached it meanwhile (a candidate is known: raft's election timeout covers it), and a
+// real candidate is never made to campaign again (it would drop the votes on their way).
+//
+// A daemon killed while its kernel still echoes heartbeats is only "stalled" to the heartbeat
+// plane (PeerStalled); its kernel closes its raft streams (StreamClosed). Both together from
+// the leader start the same early election at once; a stream closed alone starts it if the
+// leader then sends nothing, on any stream, for two ticks (a live leader replacing a stream
+// sends within a tick); a stall alone (a paused daemon) starts nothing. A follower that finds
+// its leader gone also answers the pre-votes it ignored in the last two ticks while it still
+// believed in the leader. A new leader's membership records are never held back by a record
+// proposed under the old leader (it may be lost with it).
 //
 // A leader that removes a node tells it, once the node holds the entry, with a heartbeat
 // carrying the removal's commit index: raft stops talking to a removed node, which would

@@ -41,6 +41,7 @@ type Replica struct {
 	peers   map[uint64]*peerSender
 	watch   []chan struct{} // woken after every applied change (vigil log --follow)
 	closed  bool
+	nudging bool // a goroutine repeats the early election's campaign (see nudge)
 
 	inbox  chan *raftpb.Message
 	ctx    context.Context // ends at Close
@@ -178,6 +179,36 @@ func (r *Replica) process() {
 	if err != nil && len(out.Notes) == 0 {
 		r.log.Debug("cluster database faulted", "err", err)
 	}
+	if !r.nudging && !r.closed && r.core.Campaigning() {
+		r.nudging = true
+		r.wg.Go(r.nudge)
+	}
+}
+
+// nudge repeats the campaign of an early election every millisecond until a leader is known:
+// the other voters ignore a pre-vote until they have seen the leader go too.
+func (r *Replica) nudge() {
+	defer func() {
+		r.mu.Lock()
+		r.nudging = false
+		r.mu.Unlock()
+	}()
+	for range 2 * r.core.cfg.ElectionTick * int(max(r.cfg.TickInterval/time.Millisecond, 1)) {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-time.After(time.Millisecond):
+		}
+		r.mu.Lock()
+		again := !r.closed && r.core.Nudge()
+		if again {
+			r.process()
+		}
+		r.mu.Unlock()
+		if !again {
+			return
+		}
+	}
 }
 
 func (r *Replica) logNote(n Note) {
@@ -207,6 +238,10 @@ func (r *Replica) logNote(n Note) {
 		r.log.Error("cluster database faulted: this node no longer takes part", "err", n.Err)
 	case NoteCampaign:
 		r.log.Info("early election", "detail", n.Text)
+	case NoteLeaderGone:
+		r.log.Info("leader gone", "detail", n.Text)
+	case NoteRaftState:
+		r.log.Debug("raft state", "state", n.Text, "term", n.Term)
 	case NoteSnapshot:
 		r.log.Debug("snapshot", "index", n.Index, "detail", n.Text)
 	case NoteReconciled:
@@ -342,7 +377,7 @@ func (r *Replica) receive(ctx context.Context, c transport.Conn) {
 		data, err := c.Recv(ctx)
 		if err != nil {
 			if ctx.Err() == nil && closedByPeer(err) {
-				r.leaderGone(peer)
+				r.streamClosed(peer)
 			}
 			return
 		}
@@ -491,28 +526,16 @@ func (r *Replica) Changed() <-chan struct{} {
 // exited, or was killed and its kernel closed the socket.
 func closedByPeer(err error) bool { return errors.Is(err, transport.ErrPeerClosed) }
 
-// leaderGone handles the end of the leader's stream to this node, closed by the leader's end:
-// its daemon exited, or was killed while its kernel still answers heartbeats (which the
-// heartbeat plane then calls stalled, not down); or it merely replaced a broken stream. If
-// nothing more comes from the leader within two ticks (it sends at least a heartbeat every
-// tick, on a new stream if need be), it is gone, and an early election starts as for PeerDown.
-func (r *Replica) leaderGone(id uint64) {
+// streamClosed hands the core the end of a peer's stream to this node, closed by the peer's
+// end (see Core.StreamClosed).
+func (r *Replica) streamClosed(id uint64) {
 	r.mu.Lock()
-	if r.closed || r.core.Leader() != id {
-		r.mu.Unlock()
+	defer r.mu.Unlock()
+	if r.closed {
 		return
 	}
-	since := r.core.heardAt(id)
-	r.mu.Unlock()
-	time.AfterFunc(2*r.cfg.TickInterval, func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if r.closed || r.core.Leader() != id || r.core.heardAt(id) != since {
-			return
-		}
-		r.log.Info("the leader's daemon closed its raft stream and fell silent: early election", "leader", id)
-		r.peerDown(id)
-	})
+	r.core.StreamClosed(id)
+	r.process()
 }
 
 // PeerDown passes the heartbeat plane's verdict (peer down on every channel) to the core,
@@ -523,45 +546,28 @@ func (r *Replica) PeerDown(id uint64) {
 	if r.closed {
 		return
 	}
-	r.peerDown(id)
-}
-
-// peerDown does PeerDown; r.mu is held.
-func (r *Replica) peerDown(id uint64) {
-	notes := r.core.PeerDown(id)
-	st := r.core.Status()
-	r.log.Debug("heartbeat: peer down on every link", "peer", id, "leader", st.Leader, "raft_state", st.RaftState, "early_election", len(notes) > 0)
-	for _, n := range notes {
-		r.logNote(n)
-	}
+	r.core.PeerDown(id)
 	r.process()
-	if len(notes) > 0 {
-		// Campaign again every millisecond until a leader is known: the other voters ignore
-		// a pre-vote until their own heartbeat plane has reported the leader down too.
-		r.wg.Go(func() {
-			for range 2 * r.core.cfg.ElectionTick * int(r.cfg.TickInterval/time.Millisecond) {
-				select {
-				case <-r.ctx.Done():
-					return
-				case <-time.After(time.Millisecond):
-				}
-				r.mu.Lock()
-				again := r.core.Nudge()
-				r.process()
-				r.mu.Unlock()
-				if !again {
-					return
-				}
-			}
-		})
-	}
 }
 
-// PeerUp withdraws a PeerDown.
+// PeerStalled passes the heartbeat plane's "stalled" (the peer's kernel answers, its daemon
+// is silent) to the core (see Core.PeerStalled).
+func (r *Replica) PeerStalled(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.core.PeerStalled(id)
+	r.process()
+}
+
+// PeerUp withdraws a PeerDown or a PeerStalled.
 func (r *Replica) PeerUp(id uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.closed {
 		r.core.PeerUp(id)
+		r.process()
 	}
 }

@@ -62,6 +62,13 @@ type Sim struct {
 	group     map[uint64]int // partition: nodes talk only within the same group
 	downSince map[[2]uint64]int
 	reported  map[[2]uint64]bool
+	// killed: nodes whose daemon died while their kernel still answers the heartbeat plane
+	// (kill -9): their peers see them stalled, not down. fins: stream closures on their way.
+	killed map[uint64]bool
+	fins   []simFin
+	// stalledRep: pairs reported stalled (not down); they turn down once the node's kernel no
+	// longer answers either (it restarted cut off, or a partition came between).
+	stalledRep map[[2]uint64]bool
 
 	leaders   map[uint64]uint64 // term -> leader
 	committed map[uint64][]byte // index -> entry as committed (term, type, data)
@@ -78,6 +85,12 @@ type Sim struct {
 // SimStats count what a run exercised.
 type SimStats struct {
 	Messages, Dropped, Crashes, Partitions, Elections, EarlyCampaigns, Snapshots, Committed int
+}
+
+// simFin is the end of node from's raft stream reaching node to in round at.
+type simFin struct {
+	from, to uint64
+	at       int
 }
 
 type simMsg struct {
@@ -105,8 +118,9 @@ func NewSim(opts SimOptions) (*Sim, error) {
 	s := &Sim{
 		Opts: opts, Rng: rand.New(rand.NewPCG(opts.Seed, 0x5157)),
 		Now:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		group: map[uint64]int{}, downSince: map[[2]uint64]int{}, reported: map[[2]uint64]bool{},
-		leaders: map[uint64]uint64{}, committed: map[uint64][]byte{}, states: map[uint64]uint64{},
+		group: map[uint64]int{}, downSince: map[[2]uint64]int{}, reported: map[[2]uint64]bool{}, killed: map[uint64]bool{},
+		stalledRep: map[[2]uint64]bool{},
+		leaders:    map[uint64]uint64{}, committed: map[uint64][]byte{}, states: map[uint64]uint64{},
 	}
 	var voters []uint64
 	for id := uint64(1); id <= uint64(opts.Nodes); id++ {
@@ -143,6 +157,14 @@ func (s *Sim) start(n *SimNode) error {
 		return fmt.Errorf("node %d: %w", n.ID, err)
 	}
 	n.Core, n.Up, n.checked, n.hashed = c, true, 0, 0
+	// A new core knows none of the heartbeat plane's earlier reports: they are made again.
+	for k := range s.reported {
+		if k[0] == n.ID {
+			delete(s.reported, k)
+			delete(s.stalledRep, k)
+			delete(s.downSince, k)
+		}
+	}
 	return s.check(n)
 }
 
@@ -168,12 +190,68 @@ func (s *Sim) Crash(id uint64) {
 	s.Stats.Crashes++
 }
 
+// Kill stops node id's daemon as kill -9 does: like Crash, but its kernel keeps answering, so
+// the heartbeat plane of its peers reports it stalled (DetectRounds later), not down; and the
+// kernel closes its raft streams, which each peer in its partition sees finRounds rounds later
+// (StreamClosed; a negative finRounds: never).
+func (s *Sim) Kill(id uint64, finRounds int) {
+	if !s.Node(id).Up {
+		return
+	}
+	s.Crash(id)
+	s.killed[id] = true
+	if finRounds < 0 {
+		return
+	}
+	for _, n := range s.Nodes {
+		if n.ID != id && s.sameGroup(id, n.ID) {
+			s.fins = append(s.fins, simFin{from: id, to: n.ID, at: s.Round + finRounds})
+		}
+	}
+}
+
+// CloseStreams makes node id close its raft streams to every up peer in its partition and
+// carry on on new ones (a replaced stream): each peer sees StreamClosed at once.
+func (s *Sim) CloseStreams(id uint64) error {
+	for _, n := range s.Nodes {
+		if n.ID != id && n.Up && s.Connected(id, n.ID) {
+			n.Core.StreamClosed(id)
+			if err := s.ready(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ReportStalled makes the heartbeat plane of node to report node about stalled, whatever
+// about does (a false report: its heartbeat sender was starved, say).
+func (s *Sim) ReportStalled(to, about uint64) error {
+	n := s.Node(to)
+	if !n.Up {
+		return fmt.Errorf("node %d is down", to)
+	}
+	n.Core.PeerStalled(about)
+	return s.ready(n)
+}
+
+// sameGroup reports whether a and b are in the same partition group, up or not.
+func (s *Sim) sameGroup(a, b uint64) bool {
+	if len(s.group) == 0 {
+		return true
+	}
+	ga, oka := s.group[a]
+	gb, okb := s.group[b]
+	return oka && okb && ga == gb || a == b
+}
+
 // Restart starts a crashed node again from its storage.
 func (s *Sim) Restart(id uint64) error {
 	n := s.Node(id)
 	if n.Up {
 		return nil
 	}
+	delete(s.killed, id)
 	return s.start(n)
 }
 
@@ -274,6 +352,24 @@ func (s *Sim) round() error {
 			}
 		}
 	}
+	rest := s.fins[:0]
+	var due []simFin
+	for _, f := range s.fins {
+		if f.at <= s.Round {
+			due = append(due, f)
+		} else {
+			rest = append(rest, f)
+		}
+	}
+	s.fins = rest
+	for _, f := range due {
+		if n := s.Node(f.to); n.Up {
+			n.Core.StreamClosed(f.from)
+			if err := s.ready(n); err != nil {
+				return err
+			}
+		}
+	}
 	return s.detect()
 }
 
@@ -319,6 +415,7 @@ func (s *Sim) detect() error {
 				delete(s.downSince, k)
 				if s.reported[k] {
 					delete(s.reported, k)
+					delete(s.stalledRep, k)
 					a.Core.PeerUp(b.ID)
 				}
 				continue
@@ -328,10 +425,21 @@ func (s *Sim) detect() error {
 				s.downSince[k] = s.Round
 				continue
 			}
+			kernel := s.killed[b.ID] && s.sameGroup(a.ID, b.ID) // its kernel still answers a
+			if s.reported[k] && s.stalledRep[k] && !kernel {
+				delete(s.stalledRep, k) // stalled, and now its kernel is silent too: down
+				a.Core.PeerDown(b.ID)
+				if err := s.ready(a); err != nil {
+					return err
+				}
+			}
 			if !s.reported[k] && s.Round-since >= s.Opts.DetectRounds {
 				s.reported[k] = true
-				for _, note := range a.Core.PeerDown(b.ID) {
-					s.note(a.ID, note)
+				if kernel {
+					s.stalledRep[k] = true
+					a.Core.PeerStalled(b.ID)
+				} else {
+					a.Core.PeerDown(b.ID)
 				}
 				if err := s.ready(a); err != nil {
 					return err

@@ -148,8 +148,16 @@ func (sc *schedule) startOn(c *client, write bool, node uint64) {
 }
 
 // crash crashes node id; its clients' operations end with an unknown outcome.
-func (sc *schedule) crash(id uint64) {
-	sc.s.Crash(id)
+func (sc *schedule) crash(id uint64) { sc.stop(id, sc.s.Crash) }
+
+// kill kills node id's daemon as kill -9 does (its kernel stays: stalled to its peers, its
+// streams closed 0 to 2 rounds later, or never); like crash for its clients.
+func (sc *schedule) kill(id uint64) {
+	sc.stop(id, func(id uint64) { sc.s.Kill(id, sc.s.Rng.IntN(4)-1) })
+}
+
+func (sc *schedule) stop(id uint64, how func(uint64)) {
+	how(id)
 	for k, c := range sc.pending {
 		if k[0] == id {
 			delete(sc.pending, k)
@@ -173,9 +181,13 @@ func (sc *schedule) run(rounds int) {
 		switch r := s.Rng.IntN(1000); {
 		case r < 8:
 			sc.crash(uint64(1 + s.Rng.IntN(len(s.Nodes))))
-		case r < 14:
+		case r < 11:
 			if l := s.Leader(); l != 0 {
 				sc.crash(l)
+			}
+		case r < 14:
+			if l := s.Leader(); l != 0 {
+				sc.kill(l)
 			}
 		case r < 60:
 			for _, n := range s.Nodes {
@@ -193,6 +205,15 @@ func (sc *schedule) run(rounds int) {
 			s.Partition(ids[:cut], ids[cut:])
 		case r < 100:
 			s.Partition()
+		case r < 120:
+			// A node replaces its streams, or a heartbeat plane wrongly reports a peer
+			// stalled: neither may cost safety, nor liveness once it stops.
+			a, b := uint64(1+s.Rng.IntN(len(s.Nodes))), uint64(1+s.Rng.IntN(len(s.Nodes)))
+			if s.Node(a).Up && r < 110 {
+				sc.must(s.CloseStreams(a))
+			} else if s.Node(b).Up && a != b {
+				sc.must(s.ReportStalled(b, a))
+			}
 		}
 		sc.must(s.Run(1))
 	}
@@ -287,7 +308,9 @@ func TestSimSchedules(t *testing.T) {
 		sc.must(s.Run(2*s.Opts.ElectionTick + 1)) // a deposed leader steps down within two election timeouts
 		for _, id := range minor {
 			if s.Node(id).Core.Quorate() || !s.Node(id).Core.View().Stale {
-				t.Fatalf("seed %d: node %d in the minority %v believes it is quorate", seed, id, minor)
+				c := s.Node(id).Core
+				t.Fatalf("seed %d: node %d in the minority %v believes it is quorate: %+v down %v stalled %v lastHeard %v tick %d",
+					seed, id, minor, c.Status(), c.down, c.stalled, c.lastHeard, c.tick)
 			}
 			if _, err := s.Node(id).Core.Propose(clusterdb.Command{Who: "x", Payload: &clusterdb.RecordEvent{
 				Kind: clusterdb.EventNote, What: "x"}}); err == nil && s.Node(id).Core.Leader() == 0 {

@@ -1,0 +1,208 @@
+package replica
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"vigil/control/clusterdb"
+)
+
+// leaderRecorded reports whether c leads and has applied the record of its leadership in its
+// current term: the first commit of a new leader.
+func leaderRecorded(c *Core) bool {
+	if c.Leader() != c.cfg.ID {
+		return false
+	}
+	for _, e := range c.State().Log.Events() {
+		if e.Kind == clusterdb.EventLeader && e.Node == int(c.cfg.ID) && strings.Contains(e.What, fmt.Sprintf("term %d;", c.term)) {
+			return true
+		}
+	}
+	return false
+}
+
+// killLeader kills the leader's daemon (its kernel keeps answering: the heartbeat plane says
+// "stalled") with its stream closures arriving fin rounds later (-1: never). It returns the
+// rounds until another node leads and why the survivors acted early ("" if they did not).
+func killLeader(t *testing.T, detect, fin int) (int, string) {
+	t.Helper()
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 11, ElectionTick: 50, DetectRounds: detect})
+	h.converge(1, 2, 3)
+	old := h.s.Leader()
+	h.notes = map[uint64][]Note{}
+	h.s.Kill(old, fin)
+	for r := 1; r <= 1000; r++ {
+		h.run(1)
+		if l := h.s.Leader(); l != 0 && l != old {
+			why := ""
+			for _, n := range h.notes[l] {
+				if n.Kind == NoteCampaign && why == "" {
+					why = n.Text
+				}
+			}
+			return r, why
+		}
+	}
+	t.Fatal("no new leader")
+	return 0, ""
+}
+
+func TestKilledLeaderDaemon(t *testing.T) {
+	// Stalled and stream closed: the daemon is gone, the election starts on the evidence.
+	both, whyBoth := killLeader(t, 1, 1)
+	// Stream closed, no heartbeat verdict: the election starts once the leader has been silent
+	// for closedSilentTicks after closing.
+	finOnly, whyFin := killLeader(t, 0, 1)
+	// Stalled, no stream closure (a paused daemon looks the same): no early election; raft's
+	// own election timeout (50 ticks) decides.
+	stallOnly, whyStall := killLeader(t, 1, -1)
+	t.Logf("rounds to a new leader: %d stalled+closed (%s), %d closed only (%s), %d stalled only (%s)",
+		both, whyBoth, finOnly, whyFin, stallOnly, whyStall)
+	if both > 4 || !strings.Contains(whyBoth, "stalled") {
+		t.Errorf("stalled and closed: a new leader after %d rounds (%q), want at most 4, on the stall", both, whyBoth)
+	}
+	if finOnly > 1+closedSilentTicks+2 || !strings.Contains(whyFin, "silent") {
+		t.Errorf("closed only: a new leader after %d rounds (%q), want at most %d, after the silence", finOnly, whyFin, 1+closedSilentTicks+2)
+	}
+	if stallOnly < 50 || whyStall != "" {
+		t.Errorf("stalled only: a new leader after %d rounds (%q), want no early election", stallOnly, whyStall)
+	}
+}
+
+// A leader that replaces its streams again and again, even while one follower's heartbeat plane
+// wrongly reports it stalled, keeps its leadership and its term.
+func TestReplacedStreamsDoNotDisturbLeader(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 5, DetectRounds: 1})
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	term := h.s.Node(lead).Core.Status().Term
+	campaigns := func() int {
+		n := 0
+		for _, notes := range h.notes {
+			for _, note := range notes {
+				if note.Kind == NoteCampaign || note.Kind == NoteLeaderGone {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	for range 100 {
+		if err := h.s.CloseStreams(lead); err != nil {
+			t.Fatal(err)
+		}
+		h.run(1)
+	}
+	if n := campaigns(); n != 0 {
+		t.Fatalf("%d early elections while the leader replaced its streams", n)
+	}
+	// One follower wrongly sees the leader stalled, and the leader replaces a stream: that
+	// follower forgets it (the evidence says its daemon is gone), but the other follower still
+	// hears the leader and refuses the pre-vote.
+	follower := lead%3 + 1
+	if err := h.s.ReportStalled(follower, lead); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if err := h.s.CloseStreams(lead); err != nil {
+			t.Fatal(err)
+		}
+		h.run(1)
+	}
+	h.converge(1, 2, 3)
+	if l, st := h.s.Leader(), h.s.Node(lead).Core.Status(); l != lead || st.Term != term {
+		t.Fatalf("leader %d term %d, was %d term %d", l, st.Term, lead, term)
+	}
+	if campaigns() == 0 {
+		t.Fatalf("the follower that saw the leader stalled and its stream closed did not act on it")
+	}
+}
+
+// Killed leaders, one after another, each restarted before the next kill: every time a new
+// leader commits (the leadership record) within a few rounds, from any mix of evidence.
+func TestKillLeaderRepeatedly(t *testing.T) {
+	for seed := range uint64(20) {
+		h := newHarness(t, SimOptions{Nodes: 3, Seed: seed, DetectRounds: 1, ElectionTick: 50, MaxDelay: 1})
+		h.converge(1, 2, 3)
+		for i := range 10 {
+			old := h.s.Leader()
+			switch i % 3 {
+			case 0:
+				h.s.Kill(old, 1)
+			case 1:
+				h.s.Kill(old, 3)
+			default:
+				h.s.Crash(old)
+			}
+			h.notes = map[uint64][]Note{}
+			rounds := 0
+			var trace []string
+			for ; rounds < 40; rounds++ {
+				h.run(1)
+				for _, n := range h.s.Nodes {
+					if n.Up {
+						st := n.Core.Status()
+						trace = append(trace, fmt.Sprintf("round %d node %d: %s term %d leader %d commit %d applied %d", rounds, n.ID, st.RaftState, st.Term, st.Leader, st.Commit, st.Applied))
+					}
+				}
+				if l := h.s.Leader(); l != 0 && l != old && leaderRecorded(h.s.Node(l).Core) {
+					break
+				}
+			}
+			if rounds == 40 {
+				for id, notes := range h.notes {
+					for _, n := range notes {
+						trace = append(trace, fmt.Sprintf("node %d: %s %s (leader %d term %d)", id, n.Kind, n.Text, n.Leader, n.Term))
+					}
+				}
+				t.Fatalf("seed %d, kill %d of leader %d: no new leader committed within 40 rounds\n%s", seed, i, old, strings.Join(trace, "\n"))
+			}
+			if err := h.s.Restart(old); err != nil {
+				t.Fatal(err)
+			}
+			h.converge(1, 2, 3)
+		}
+	}
+}
+
+// A follower that learns of its leader's death after the first in line campaigned answers the
+// pre-vote it ignored at once, without waiting for the candidate to ask again.
+func TestHeldPreVoteAnsweredWhenLeaderGone(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 2}) // no heartbeat reports: the test makes them
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	var rest []uint64
+	for id := uint64(1); id <= 3; id++ {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	first, second := rest[0], rest[1]
+	h.s.Crash(lead)
+	if err := h.s.Do(first, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	h.run(1) // the pre-vote reaches the second follower, which still believes in the leader
+	if l := h.s.Node(second).Core.Leader(); l != lead {
+		t.Fatalf("node %d: leader %d, want %d still", second, l, lead)
+	}
+	if err := h.s.Do(second, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	granted := false
+	for _, m := range h.s.queue {
+		if m.m.GetFrom() == second && m.m.GetTo() == first && m.m.GetType() == raftpb.MsgPreVoteResp && !m.m.GetReject() {
+			granted = true
+		}
+	}
+	if !granted {
+		t.Fatalf("node %d did not grant the held pre-vote of node %d when it saw the leader go", second, first)
+	}
+	h.run(2)
+	if l := h.s.Leader(); l != first {
+		t.Fatalf("leader %d, want %d", l, first)
+	}
+}

@@ -411,10 +411,12 @@ func (r *Replica) await(ctx context.Context, seq uint64, ch chan Done) (Done, er
 	case d := <-ch:
 		return d, d.Err
 	case <-ctx.Done():
+		// Say why when the node lost its quorum meanwhile (ErrNoQuorum), not only that time ran out.
 		r.mu.Lock()
 		delete(r.waiters, seq)
+		err := r.core.expired()
 		r.mu.Unlock()
-		return Done{}, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
+		return Done{}, fmt.Errorf("%w: %w", err, ctx.Err())
 	}
 }
 

@@ -66,18 +66,19 @@ type NoteKind string
 
 // The kinds of notes.
 const (
-	NoteLeader     NoteKind = "leader"       // the leader changed (Leader, Term)
-	NoteQuorum     NoteKind = "quorum"       // quorum gained or lost (Quorate, Text)
-	NoteState      NoteKind = "member-state" // this node's membership state changed (State)
-	NoteEvent      NoteKind = "event"        // an entry applied to the database logged an event (Event)
-	NoteRejected   NoteKind = "rejected"     // an entry was rejected by the database (Err)
-	NoteConf       NoteKind = "conf-change"  // the raft configuration changed (Voters)
-	NoteFault      NoteKind = "fault"        // this node stopped taking part (Err)
-	NoteCampaign   NoteKind = "campaign"     // an early election started after the leader was reported down
-	NoteSnapshot   NoteKind = "snapshot"     // a snapshot was taken or restored (Index)
-	NoteReconciled NoteKind = "reconcile"    // the node proposed a membership record change (Text)
-	NoteRaftState  NoteKind = "raft-state"   // this node's raft role changed (Text, Term): for traces
-	NoteLeaderGone NoteKind = "leader-gone"  // the leader is gone; this node forgot it and waits for the first in line to campaign
+	NoteLeader      NoteKind = "leader"       // the leader changed (Leader, Term)
+	NoteQuorum      NoteKind = "quorum"       // quorum gained or lost (Quorate, Text)
+	NoteState       NoteKind = "member-state" // this node's membership state changed (State)
+	NoteEvent       NoteKind = "event"        // an entry applied to the database logged an event (Event)
+	NoteRejected    NoteKind = "rejected"     // an entry was rejected by the database (Err)
+	NoteConf        NoteKind = "conf-change"  // the raft configuration changed (Voters)
+	NoteFault       NoteKind = "fault"        // this node stopped taking part (Err)
+	NoteCampaign    NoteKind = "campaign"     // an early election started after the leader was reported down
+	NoteSnapshot    NoteKind = "snapshot"     // a snapshot was taken or restored (Index)
+	NoteReconciled  NoteKind = "reconcile"    // the node proposed a membership record change (Text)
+	NoteRaftState   NoteKind = "raft-state"   // this node's raft role changed (Text, Term): for traces
+	NoteLeaderGone  NoteKind = "leader-gone"  // the leader is gone; this node forgot it and waits for the first in line to campaign
+	NoteGoneIgnored NoteKind = "gone-ignored" // a peer reported gone was not taken for the leader (Text says why): for traces
 )
 
 // Note is something a Core reports for the driver to log; tests assert on them.
@@ -398,6 +399,13 @@ func (c *Core) StreamClosed(id uint64) {
 // line among the voters not reported down campaigns (PreVote).
 func (c *Core) leaderGone(id uint64, why string) {
 	if c.fault != nil || id == 0 || id != c.lead || c.raftState != raft.StateFollower || !c.isVoter(c.cfg.ID) {
+		// On the leader a follower going down is routine; anywhere else it is what a slow
+		// failover's trace needs to see (peers go down rarely: no flood).
+		if id != 0 && c.lead != c.cfg.ID {
+			c.pending = append(c.pending, Note{Kind: NoteGoneIgnored, Term: c.term, Leader: c.lead,
+				Text: fmt.Sprintf("%s; not acted on: leader %d, raft state %v, voter %v, faulted %v",
+					why, c.lead, c.raftState, c.isVoter(c.cfg.ID), c.fault != nil)})
+		}
 		return
 	}
 	_ = c.rn.ForgetLeader()

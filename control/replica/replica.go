@@ -240,6 +240,8 @@ func (r *Replica) logNote(n Note) {
 		r.log.Info("early election", "detail", n.Text)
 	case NoteLeaderGone:
 		r.log.Info("leader gone", "detail", n.Text)
+	case NoteGoneIgnored:
+		r.log.Debug("peer reported gone, no early election", "detail", n.Text, "term", n.Term)
 	case NoteRaftState:
 		r.log.Debug("raft state", "state", n.Text, "term", n.Term)
 	case NoteSnapshot:

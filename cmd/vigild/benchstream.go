@@ -39,6 +39,9 @@ const (
 	benchRate    = time.Millisecond
 	benchPoll    = 10 * time.Millisecond
 	benchFlush   = 100 * time.Millisecond
+	// benchDrain is how long the streams stay open after the last message was sent, so that
+	// what is still in flight (a loss being repaired) arrives before Close discards it.
+	benchDrain = 300 * time.Millisecond
 )
 
 type benchStreams struct {
@@ -194,8 +197,13 @@ func (b *benchStreams) drive(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	// The senders stop on stopSend; the streams close only after benchDrain more, so that
+	// every message recorded as sent can arrive.
+	stopSend := make(chan struct{})
+	var senders sync.WaitGroup
 	defer func() {
 		cancel()
+		senders.Wait()
 		wg.Wait()
 		err := errors.Join(rrRec.close(), owRec.close())
 		if err == nil {
@@ -234,9 +242,14 @@ func (b *benchStreams) drive(ctx context.Context) error {
 	defer ow.Close()
 	b.log.Info("bench streams running", "peer", b.peer)
 	wg.Go(func() { flushEvery(ctx, rrRec, owRec) })
-	wg.Go(func() {
+	senders.Go(func() {
 		msg := make([]byte, benchMsgSize)
 		for ctx.Err() == nil {
+			select {
+			case <-stopSend:
+				return
+			default:
+			}
 			t0 := now()
 			if err := rr.Send(ctx, msg); err != nil {
 				b.failed(ctx, "request/response", err)
@@ -249,13 +262,15 @@ func (b *benchStreams) drive(ctx context.Context) error {
 			rrRec.add(t0, now())
 		}
 	})
-	wg.Go(func() {
+	senders.Go(func() {
 		tick := time.NewTicker(benchRate)
 		defer tick.Stop()
 		msg := make([]byte, benchMsgSize)
 		for seq := uint64(1); ; seq++ {
 			select {
 			case <-ctx.Done():
+				return
+			case <-stopSend:
 				return
 			case <-tick.C:
 			}
@@ -274,6 +289,18 @@ func (b *benchStreams) drive(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-time.After(benchPoll):
 		}
+	}
+	close(stopSend)
+	stopped := make(chan struct{})
+	go func() { senders.Wait(); close(stopped) }()
+	select { // a request whose response is lost for good would hold the wait
+	case <-stopped:
+	case <-ctx.Done():
+	case <-time.After(10 * benchDrain):
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(benchDrain):
 	}
 	return nil
 }

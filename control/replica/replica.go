@@ -530,48 +530,28 @@ func (r *Replica) Changed() <-chan struct{} {
 // exited, or was killed and its kernel closed the socket.
 func closedByPeer(err error) bool { return errors.Is(err, transport.ErrPeerClosed) }
 
-// streamClosed hands the core the end of a peer's stream to this node, closed by the peer's
-// end (see Core.StreamClosed).
-func (r *Replica) streamClosed(id uint64) {
+// report hands the core one verdict about a peer and acts on what it decides.
+func (r *Replica) report(verdict func(c *Core)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return
 	}
-	r.core.StreamClosed(id)
+	verdict(r.core)
 	r.process()
 }
+
+// streamClosed hands the core the end of a peer's stream to this node, closed by the peer's
+// end (see Core.StreamClosed).
+func (r *Replica) streamClosed(id uint64) { r.report(func(c *Core) { c.StreamClosed(id) }) }
 
 // PeerDown passes the heartbeat plane's verdict (peer down on every channel) to the core,
 // which starts an early election if the peer led.
-func (r *Replica) PeerDown(id uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	r.core.PeerDown(id)
-	r.process()
-}
+func (r *Replica) PeerDown(id uint64) { r.report(func(c *Core) { c.PeerDown(id) }) }
 
 // PeerStalled passes the heartbeat plane's "stalled" (the peer's kernel answers, its daemon
 // is silent) to the core (see Core.PeerStalled).
-func (r *Replica) PeerStalled(id uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	r.core.PeerStalled(id)
-	r.process()
-}
+func (r *Replica) PeerStalled(id uint64) { r.report(func(c *Core) { c.PeerStalled(id) }) }
 
 // PeerUp withdraws a PeerDown or a PeerStalled.
-func (r *Replica) PeerUp(id uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.closed {
-		r.core.PeerUp(id)
-		r.process()
-	}
-}
+func (r *Replica) PeerUp(id uint64) { r.report(func(c *Core) { c.PeerUp(id) }) }

@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -117,7 +118,7 @@ func Write(out io.Writer, s Snapshot) error {
 	}
 	w.gauge("vigil_heartbeat_interval_seconds", "Heartbeat interval of the node's profile.", seconds(st.HeartbeatInterval))
 	w.gauge("vigil_heartbeat_detect_seconds", "Silence after which a link is declared down (interval × multiplier).", seconds(st.DetectTime))
-	for _, ifc := range sortedKeys(st.XDPMode) {
+	for _, ifc := range slices.Sorted(maps.Keys(st.XDPMode)) {
 		w.gauge("vigil_xdp_attached", "1 for each private interface and the XDP mode of its heartbeat program.", 1,
 			"interface", ifc, "xdp_mode", st.XDPMode[ifc])
 	}
@@ -166,7 +167,7 @@ func Write(out io.Writer, s Snapshot) error {
 		}
 	}
 
-	for _, name := range sortedKeys(s.Counters) {
+	for _, name := range slices.Sorted(maps.Keys(s.Counters)) {
 		w.counter("vigil_datapath_total", "Data path counters by name: heartbeat frames rejected (bad_mac, wrong_cluster, replay, ...), pause compensation, steering.",
 			float64(s.Counters[name]), "counter", name)
 	}
@@ -214,15 +215,6 @@ func Write(out io.Writer, s Snapshot) error {
 		}
 	}
 	return bw.Flush()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // escapeHelp escapes a HELP text: backslash and newline.

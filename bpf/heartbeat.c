@@ -40,13 +40,7 @@ struct {
 } ifaces SEC(".maps");
 
 /* Readable by user space without syscalls (Map.Memory()). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, HB_MAX_NODES * HB_MAX_LINKS);
-	__type(key, __u32);
-	__type(value, struct hb_slot);
-} slots SEC(".maps");
+HB_SLOTS_MAP;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

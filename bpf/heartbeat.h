@@ -285,4 +285,18 @@ struct hb_event {
 	__u32 links_up;
 };
 
+/*
+ * The slot map, defined once for both programs that use it: heartbeat.c owns it (readable by
+ * user space without syscalls, Map.Memory()); steer.c declares the same map and is given
+ * heartbeat.c's at load time (MapReplacements), which needs an identical definition.
+ */
+#define HB_SLOTS_MAP							\
+	struct {							\
+		__uint(type, BPF_MAP_TYPE_ARRAY);			\
+		__uint(map_flags, BPF_F_MMAPABLE);			\
+		__uint(max_entries, HB_MAX_NODES * HB_MAX_LINKS);	\
+		__type(key, __u32);					\
+		__type(value, struct hb_slot);				\
+	} slots SEC(".maps")
+
 #endif /* VIGIL_BPF_HEARTBEAT_H */

@@ -24,14 +24,8 @@
 #define ST_PASS		0
 #define ST_DROP		2
 
-/* Same definition as in heartbeat.c; replaced by that map at load time. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, HB_MAX_NODES * HB_MAX_LINKS);
-	__type(key, __u32);
-	__type(value, struct hb_slot);
-} slots SEC(".maps");
+/* heartbeat.c's slot map, given to this program at load time. */
+HB_SLOTS_MAP;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -137,7 +137,8 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 			m["detect_"+p.name+"_vcpu_stalls_3ms"] = float64(n3)
 			m["detect_"+p.name+"_vcpu_stall_max_ms"] = ms(longest)
 			stallNotes = append(stallNotes, fmt.Sprintf("%s: the probe saw %d vCPU stalls >= 3 ms during the detection runs, the longest %.1f ms", p.name, n3, ms(longest)))
-			panel := cdfPanel{title: fmt.Sprintf("%v × %d (stall timeout %v), %d runs per fault", p.interval, hbMultiplier, benchStallTimeout, runs), target: p.target}
+			panel := cdfPanel{title: fmt.Sprintf("%v × %d (stall timeout %v), %d runs per fault", p.interval, hbMultiplier, benchStallTimeout, runs), target: p.target,
+				targetNote: "(link down, node cut off)"}
 			for _, f := range series {
 				target := "-"
 				if f.targeted {
@@ -207,7 +208,7 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 			fmt.Fprintln(out, n)
 		}
 
-		plotPath, err := plotFile(cfg.quick)
+		plotPath, err := plotFile("heartbeat", cfg.quick)
 		if err != nil {
 			return nil, err
 		}
@@ -361,11 +362,11 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 	return m, nil
 }
 
-// plotFile is where the plot goes: bench/heartbeat.svg in the module for a full run, a
+// plotFile is where a benchmark's plot goes: bench/NAME.svg in the module for a full run, a
 // temporary file for a quick one (so that it does not replace the recorded plot).
-func plotFile(quick bool) (string, error) {
+func plotFile(name string, quick bool) (string, error) {
 	if quick {
-		return filepath.Join(os.TempDir(), "vigil-heartbeat-quick.svg"), nil
+		return filepath.Join(os.TempDir(), "vigil-"+name+"-quick.svg"), nil
 	}
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -375,7 +376,7 @@ func plotFile(quick bool) (string, error) {
 	if mod == "" || mod == os.DevNull {
 		return "", errors.New("not inside the vigil module")
 	}
-	return filepath.Join(filepath.Dir(mod), "bench", "heartbeat.svg"), nil
+	return filepath.Join(filepath.Dir(mod), "bench", name+".svg"), nil
 }
 
 // detectProfile runs every fault `runs` times in one cluster of the profile and returns the

@@ -158,6 +158,25 @@ func runMembership(cfg config, out io.Writer) (metrics, error) {
 	table(out, rows)
 	fmt.Fprintf(out, "elections outside the faults (leader changes between runs): %d at 1ms×3, %d at 10ms×3\n", b.spurious, b10.spurious)
 	fmt.Fprintf(out, "failover runs not counted (the leadership had moved before the fault): %d\n", discarded)
+
+	plotPath, err := plotFile("membership", cfg.quick)
+	if err != nil {
+		return nil, err
+	}
+	const xLabel, yLabel = "leader failure → first commit by the new leader", "failover runs"
+	panels := []cdfPanel{
+		{title: "1 ms × 3 heartbeat profile (raft tick 10 ms)", target: 20 * time.Millisecond, targetNote: "(kill -9)",
+			xLabel: xLabel, yLabel: yLabel, series: []cdfSeries{
+				{name: "leader vigild kill -9 (kernel still echoing)", values: kill},
+				{name: "leader crash (links cut + SIGKILL)", values: crash, dashed: true},
+			}},
+		{title: "10 ms × 3 heartbeat profile (raft tick 10 ms)", xLabel: xLabel, yLabel: yLabel,
+			series: []cdfSeries{{name: "leader crash (links cut + SIGKILL)", values: crash10, dashed: true, color: cdfColors[1]}}},
+	}
+	if err := os.WriteFile(plotPath, []byte(cdfSVG("Vigil membership: leader failover, 3-node netns cluster of real vigild", panels)), 0o644); err != nil {
+		return nil, fmt.Errorf("write plot: %w", err)
+	}
+	fmt.Fprintf(out, "plot written to %s\n", plotPath)
 	return m, nil
 }
 
@@ -305,7 +324,7 @@ func (b *memberBench) failover(crash bool) (time.Duration, error) {
 					Msg  string    `json:"msg"`
 				}
 				if json.Unmarshal([]byte(l), &ev) == nil && ev.Time.Sub(t0) < 3*got.Sub(t0) && !strings.Contains(l, "link up") && !strings.Contains(l, "jeopardy") {
-					fmt.Fprintf(f, "%8.3fms node %d %.200s\n", ms(ev.Time.Sub(t0)), n.ID, l)
+					fmt.Fprintf(f, "%8.3fms node %d %.400s\n", ms(ev.Time.Sub(t0)), n.ID, l)
 				}
 			}
 		}

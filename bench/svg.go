@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -28,7 +29,11 @@ func (s cdfSeries) stroke(j int) string {
 type cdfPanel struct {
 	title  string
 	target time.Duration // drawn as a vertical line; zero for none
-	series []cdfSeries
+	// targetNote is printed under the target's label ("" for none).
+	targetNote string
+	// xLabel and yLabel name the axes (defaults: the heartbeat plot's detection latency).
+	xLabel, yLabel string
+	series         []cdfSeries
 }
 
 var cdfColors = []string{"#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b"}
@@ -108,13 +113,16 @@ func cdfSVG(title string, panels []cdfPanel) string {
 		y99 := yOf(0.99)
 		fmt.Fprintf(&b, `<line x1="0" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#888" stroke-dasharray="2,3"/>`+"\n", y99, plotW, y99)
 		fmt.Fprintf(&b, `<text x="4" y="%.1f" font-size="10" fill="#666">p99</text>`+"\n", y99+11)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">detection latency, ms (log scale)</text>`+"\n", plotW/2, plotH+34)
-		fmt.Fprintf(&b, `<text transform="translate(-48,%d) rotate(-90)" text-anchor="middle">runs detected (CDF)</text>`+"\n", plotH/2)
+		xLabel, yLabel := cmp.Or(p.xLabel, "detection latency"), cmp.Or(p.yLabel, "runs detected")
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">%s, ms (log scale)</text>`+"\n", plotW/2, plotH+34, xmlEscaper.Replace(xLabel))
+		fmt.Fprintf(&b, `<text transform="translate(-48,%d) rotate(-90)" text-anchor="middle">%s (CDF)</text>`+"\n", plotH/2, xmlEscaper.Replace(yLabel))
 		if p.target > 0 {
 			x := xOf(ms(p.target))
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="0" x2="%.1f" y2="%d" stroke="#c00" stroke-width="1.5" stroke-dasharray="6,4"/>`+"\n", x, x, plotH)
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#c00" font-size="11">target p99 ≤ %v</text>`+"\n", x+4, plotH*55/100, p.target)
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#c00" font-size="10">(link down, node cut off)</text>`+"\n", x+4, plotH*55/100+13)
+			if p.targetNote != "" {
+				fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#c00" font-size="10">%s</text>`+"\n", x+4, plotH*55/100+13, xmlEscaper.Replace(p.targetNote))
+			}
 		}
 		// The curves: empirical CDF steps.
 		for j, s := range p.series {

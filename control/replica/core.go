@@ -387,6 +387,8 @@ func (c *Core) PeerStalled(id uint64) {
 // stream). If the heartbeat plane reports the peer stalled, its daemon is gone: if it led, the
 // early election of PeerDown starts at once. Otherwise, if it leads and sends nothing more, on
 // any stream, for closedSilentTicks, the election starts then.
+// The caller hands it over after every message that stream delivered (a message stepped after
+// the closure means the closure was not the peer's last word).
 func (c *Core) StreamClosed(id uint64) {
 	if c.stalled[id] || c.down[id] {
 		c.leaderGone(id, fmt.Sprintf("leader %d closed its raft stream while the heartbeat plane reports it stalled", id))

@@ -43,7 +43,7 @@ type Replica struct {
 	closed  bool
 	nudging bool // a goroutine repeats the early election's campaign (see nudge)
 
-	inbox  chan *raftpb.Message
+	inbox  chan received
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -53,6 +53,17 @@ type Replica struct {
 type peerSender struct {
 	id    uint64
 	queue chan outMsg
+}
+
+// received is what a stream hands the loop, in the order the stream delivered it: a raft
+// message, or (m nil) the end of the stream, closed by the peer's end (Core.StreamClosed).
+// The end goes through the same queue as the messages: were it handed to the core directly,
+// it could overtake the stream's last messages still queued, and a message stepped after the
+// closure says the closure was not the peer's last word (a killed leader would not be taken
+// for gone).
+type received struct {
+	m      *raftpb.Message
+	closed uint64
 }
 
 type outMsg struct {
@@ -89,7 +100,7 @@ func StartReplica(cfg ReplicaConfig) (*Replica, error) {
 	r := &Replica{
 		cfg: cfg, log: cfg.Log, tr: cfg.Transport, self: cfg.Core.ID, core: core,
 		waiters: map[uint64]chan Done{}, peers: map[uint64]*peerSender{},
-		inbox: make(chan *raftpb.Message, inboxSize), ctx: ctx, cancel: cancel,
+		inbox: make(chan received, inboxSize), ctx: ctx, cancel: cancel,
 	}
 	st := core.Status()
 	r.log.Info("cluster database opened", "applied", st.Applied, "last_index", st.LastIndex,
@@ -133,15 +144,13 @@ func (r *Replica) loop(ctx context.Context) {
 			r.core.Tick(r.cfg.Now())
 			r.process()
 			r.mu.Unlock()
-		case m := <-r.inbox:
+		case in := <-r.inbox:
 			r.mu.Lock()
 			for {
-				if err := r.core.Step(m); err != nil && !errors.Is(err, ErrFaulted) {
-					r.log.Debug("raft message refused", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
-				}
+				r.step(in)
 				// Step everything that arrived before one Ready: fewer fsyncs under load.
 				select {
-				case m = <-r.inbox:
+				case in = <-r.inbox:
 					continue
 				default:
 				}
@@ -150,6 +159,17 @@ func (r *Replica) loop(ctx context.Context) {
 			r.process()
 			r.mu.Unlock()
 		}
+	}
+}
+
+// step hands the core one message or stream end. r.mu is held.
+func (r *Replica) step(in received) {
+	if in.m == nil {
+		r.core.StreamClosed(in.closed)
+		return
+	}
+	if err := r.core.Step(in.m); err != nil && !errors.Is(err, ErrFaulted) {
+		r.log.Debug("raft message refused", "from", in.m.GetFrom(), "type", in.m.GetType().String(), "err", err)
 	}
 }
 
@@ -379,7 +399,11 @@ func (r *Replica) receive(ctx context.Context, c transport.Conn) {
 		data, err := c.Recv(ctx)
 		if err != nil {
 			if ctx.Err() == nil && closedByPeer(err) {
-				r.streamClosed(peer)
+				// Behind the messages this stream delivered (see received).
+				select {
+				case r.inbox <- received{closed: peer}:
+				case <-ctx.Done():
+				}
 			}
 			return
 		}
@@ -394,7 +418,7 @@ func (r *Replica) receive(ctx context.Context, c transport.Conn) {
 			return
 		}
 		select {
-		case r.inbox <- m:
+		case r.inbox <- received{m: m}:
 		case <-ctx.Done():
 			return
 		}
@@ -540,10 +564,6 @@ func (r *Replica) report(verdict func(c *Core)) {
 	verdict(r.core)
 	r.process()
 }
-
-// streamClosed hands the core the end of a peer's stream to this node, closed by the peer's
-// end (see Core.StreamClosed).
-func (r *Replica) streamClosed(id uint64) { r.report(func(c *Core) { c.StreamClosed(id) }) }
 
 // PeerDown passes the heartbeat plane's verdict (peer down on every channel) to the core,
 // which starts an early election if the peer led.

@@ -3,8 +3,12 @@ package replica
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"vigil/control/clusterdb"
 	"vigil/control/raftstore"
@@ -184,4 +188,75 @@ func TestReplicaOverTransport(t *testing.T) {
 			t.Fatalf("read on node %d after the restart: %v, value %d", id, err, SimValue(v.State))
 		}
 	}
+}
+
+// scriptedConn is a stream that delivers the given messages, then ends as a stream whose
+// other end closed it.
+type scriptedConn struct {
+	peer transport.NodeID
+	msgs [][]byte
+}
+
+func (c *scriptedConn) Peer() transport.NodeID             { return c.peer }
+func (c *scriptedConn) Service() transport.Service         { return transport.ServiceRaft }
+func (c *scriptedConn) Send(context.Context, []byte) error { return nil }
+func (c *scriptedConn) Close() error                       { return nil }
+func (c *scriptedConn) Recv(context.Context) ([]byte, error) {
+	if len(c.msgs) == 0 {
+		return nil, transport.ErrPeerClosed
+	}
+	m := c.msgs[0]
+	c.msgs = c.msgs[1:]
+	return m, nil
+}
+
+// The leader's last message and the end of its stream (its daemon was killed: its kernel
+// sent both) reach the core in that order, however the goroutines are scheduled; with the
+// heartbeat plane's "stalled" the follower then takes the leader for gone. (The end used to be
+// handed to the core at once, ahead of the message still queued for the loop; stepping the
+// message then cancelled the closure, and the early election never started: the 130-150 ms
+// kill -9 failovers of the membership bench.)
+func TestStreamEndBehindItsMessages(t *testing.T) {
+	st := NewMemoryStorage()
+	if err := Bootstrap(st, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	core, err := NewCore(Config{ID: 2, Name: SimNodeName(2), Storage: st, ElectionTick: 10, HeartbeatTick: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := &Replica{cfg: ReplicaConfig{TickInterval: 10 * time.Millisecond}, log: slog.New(slog.DiscardHandler), self: 2, tr: transport.NewMemory().Node(2),
+		core: core, waiters: map[uint64]chan Done{}, peers: map[uint64]*peerSender{},
+		inbox: make(chan received, 8), ctx: ctx, cancel: cancel}
+	defer r.wg.Wait()
+	defer cancel()
+	hb, err := proto.Marshal(&raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)),
+		Term: new(uint64(1)), Commit: new(uint64(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.receive(ctx, &scriptedConn{peer: 1, msgs: [][]byte{hb}})
+	r.mu.Lock()
+	for len(r.inbox) > 0 {
+		r.step(<-r.inbox)
+	}
+	r.process()
+	if l := core.Leader(); l != 1 {
+		r.mu.Unlock()
+		t.Fatalf("leader %d, want 1", l)
+	}
+	core.PeerStalled(1)
+	out, err := core.Ready()
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range out.Notes {
+		if n.Kind == NoteCampaign || n.Kind == NoteLeaderGone {
+			return
+		}
+	}
+	t.Fatalf("leader 1 closed its stream after its last message and is reported stalled, but node 2 did not take it for gone: notes %+v", out.Notes)
 }

@@ -351,6 +351,15 @@ func (c *Core) Step(m *raftpb.Message) error {
 		// leader is found gone a moment later, the answer need not wait for the candidate
 		// to ask again.
 		c.heldPreVotes[from] = heldPreVote{m: m, tick: c.tick}
+		if c.stalled[c.lead] && c.isVoter(from) {
+			// Another voter campaigns, and the heartbeat plane here reports the leader's
+			// daemon silent: the two together say it is gone (this node missed its stream's
+			// end, or has not seen it yet). The pre-vote is answered at once (forgetLeader
+			// steps it) rather than after raft's election timeout; no campaign of this node's
+			// own, which would only compete with the one under way.
+			c.forgetLeader(fmt.Sprintf("leader %d stalled and voter %d campaigns", c.lead, from))
+			return nil
+		}
 	}
 	err := c.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) || errors.Is(err, raft.ErrProposalDropped) {
@@ -374,11 +383,25 @@ func (c *Core) PeerDown(id uint64) {
 // comes back); together with the peer having closed its raft stream and said nothing since
 // (StreamClosed), it is a daemon that exited or was killed: if it led, the early election of
 // PeerDown starts at once.
+//
+// A voter that campaigns while the leader is stalled (its pre-vote came in the last ticks, or
+// comes while the report stands) makes this follower take the leader for gone too and answer
+// it: see Step.
 func (c *Core) PeerStalled(id uint64) {
 	c.stalled[id] = true
 	if cl, ok := c.closedAt[id]; ok && c.received[id] == cl.heard {
 		delete(c.closedAt, id)
 		c.leaderGone(id, fmt.Sprintf("leader %d stalled after it closed its raft stream", id))
+		return
+	}
+	if id != c.lead || c.fault != nil || c.raftState != raft.StateFollower {
+		return
+	}
+	for _, from := range slices.Sorted(maps.Keys(c.heldPreVotes)) {
+		if c.tick-c.heldPreVotes[from].tick <= 2 && c.isVoter(from) {
+			c.forgetLeader(fmt.Sprintf("leader %d stalled and voter %d campaigns", id, from))
+			return
+		}
 	}
 }
 
@@ -410,16 +433,7 @@ func (c *Core) leaderGone(id uint64, why string) {
 		}
 		return
 	}
-	_ = c.rn.ForgetLeader()
-	// Answer the pre-votes that came in the last ticks while this node still believed in the
-	// leader: the first in line campaigned as soon as it saw the leader go.
-	for _, from := range slices.Sorted(maps.Keys(c.heldPreVotes)) {
-		if h := c.heldPreVotes[from]; from != id && c.tick-h.tick <= 2 {
-			_ = c.rn.Step(h.m)
-		}
-	}
-	clear(c.heldPreVotes)
-	c.leadDownAt, c.leadDownTerm = c.tick, c.term
+	c.forget(id)
 	if c.rank() == 0 {
 		_ = c.rn.Campaign()
 		c.campaignTil = c.tick + uint64(c.cfg.ElectionTick)
@@ -429,6 +443,29 @@ func (c *Core) leaderGone(id uint64, why string) {
 		c.pending = append(c.pending, Note{Kind: NoteLeaderGone, Term: c.term, Leader: id,
 			Text: why + "; forgot it, the first in line campaigns"})
 	}
+}
+
+// forget makes this follower forget its leader id: it answers the pre-votes that came in the
+// last ticks while it still believed in the leader (the first in line campaigned as soon as it
+// saw the leader go), and the next in line campaigns later if no one did (see Tick).
+func (c *Core) forget(id uint64) {
+	_ = c.rn.ForgetLeader()
+	for _, from := range slices.Sorted(maps.Keys(c.heldPreVotes)) {
+		if h := c.heldPreVotes[from]; from != id && c.tick-h.tick <= 2 {
+			_ = c.rn.Step(h.m)
+		}
+	}
+	clear(c.heldPreVotes)
+	c.leadDownAt, c.leadDownTerm = c.tick, c.term
+}
+
+// forgetLeader forgets the leader, stalled while another voter campaigns (see Step), and
+// answers that voter's pre-vote; this node does not campaign itself.
+func (c *Core) forgetLeader(why string) {
+	id := c.lead
+	c.forget(id)
+	c.pending = append(c.pending, Note{Kind: NoteLeaderGone, Term: c.term, Leader: id,
+		Text: why + "; forgot it and answered the pre-vote"})
 }
 
 // Nudge repeats an early election's campaign between ticks, while this node is the one that

@@ -122,18 +122,28 @@ func TestReplacedStreamsDoNotDisturbLeader(t *testing.T) {
 }
 
 // Killed leaders, one after another, each restarted before the next kill: every time a new
-// leader commits (the leadership record) within a few rounds, from any mix of evidence.
+// leader commits (the leadership record) within a few rounds, from any mix of evidence (raft's
+// election timeout, 50 rounds, would be too late).
 func TestKillLeaderRepeatedly(t *testing.T) {
 	for seed := range uint64(20) {
 		h := newHarness(t, SimOptions{Nodes: 3, Seed: seed, DetectRounds: 1, ElectionTick: 50, MaxDelay: 1})
 		h.converge(1, 2, 3)
 		for i := range 10 {
 			old := h.s.Leader()
-			switch i % 3 {
+			switch i % 4 {
 			case 0:
 				h.s.Kill(old, 1)
 			case 1:
 				h.s.Kill(old, 3)
+			case 2:
+				// The first in line never sees the stream's end: only the next one acts on
+				// the evidence.
+				h.s.Kill(old, 1)
+				first := uint64(1)
+				if first == old {
+					first = 2
+				}
+				h.s.LoseStreamEnd(old, first)
 			default:
 				h.s.Crash(old)
 			}
@@ -204,5 +214,52 @@ func TestHeldPreVoteAnsweredWhenLeaderGone(t *testing.T) {
 	h.run(2)
 	if l := h.s.Leader(); l != first {
 		t.Fatalf("leader %d, want %d", l, first)
+	}
+}
+
+// A follower that sees the leader stalled but missed the end of its stream (so it did not
+// take the leader for gone) answers the pre-vote of the next in line, who saw both, at once:
+// whether the pre-vote comes before the stall report or after it. (Without that it ignores the
+// pre-vote while raft's lease runs, and the election waits for raft's election timeout.)
+func TestStalledLeaderAndCampaigningVoter(t *testing.T) {
+	for _, preVoteFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prevote-first=%v", preVoteFirst), func(t *testing.T) {
+			h := newHarness(t, SimOptions{Nodes: 3, Seed: 3, ElectionTick: 50}) // no heartbeat reports: the test makes them
+			h.converge(1, 2, 3)
+			lead := h.s.Leader()
+			var rest []uint64
+			for id := uint64(1); id <= 3; id++ {
+				if id != lead {
+					rest = append(rest, id)
+				}
+			}
+			first, second := rest[0], rest[1]
+			h.s.Crash(lead)
+			report := func(id uint64, f func(c *Core)) {
+				if err := h.s.Do(id, func(c *Core) error { f(c); return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !preVoteFirst {
+				report(first, func(c *Core) { c.PeerStalled(lead) })
+			}
+			// The second sees the stall and the stream's end: it forgets the leader and, as
+			// the first in line does nothing, campaigns 3 ticks later.
+			report(second, func(c *Core) { c.PeerStalled(lead); c.StreamClosed(lead) })
+			rounds := 0
+			for ; rounds < 40; rounds++ {
+				if preVoteFirst && rounds == 4 {
+					report(first, func(c *Core) { c.PeerStalled(lead) })
+				}
+				h.run(1)
+				if l := h.s.Leader(); l != 0 && l != lead {
+					break
+				}
+			}
+			if rounds == 40 {
+				t.Fatalf("no new leader within 40 rounds (raft's election timeout is 50); notes of node %d: %+v", first, h.notes[first])
+			}
+			t.Logf("new leader %d after %d rounds", h.s.Leader(), rounds+1)
+		})
 	}
 }

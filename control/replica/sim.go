@@ -210,6 +210,12 @@ func (s *Sim) Kill(id uint64, finRounds int) {
 	}
 }
 
+// LoseStreamEnd drops the end of node from's raft stream on its way to node to (a kill -9 whose
+// stream to that peer had just been broken and not replaced, say): that peer never sees it.
+func (s *Sim) LoseStreamEnd(from, to uint64) {
+	s.fins = slices.DeleteFunc(s.fins, func(f simFin) bool { return f.from == from && f.to == to })
+}
+
 // CloseStreams makes node id close its raft streams to every up peer in its partition and
 // carry on on new ones (a replaced stream): each peer sees StreamClosed at once.
 func (s *Sim) CloseStreams(id uint64) error {

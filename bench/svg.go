@@ -51,11 +51,12 @@ var xmlEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`
 
 // cdfSVG draws the panels one above the other under a title and returns the SVG document.
 func cdfSVG(title string, panels []cdfPanel) string {
-	// The x axis, shared by all panels, in whole decades: from minX (values below it, such as
-	// the negative latencies of loss runs whose event came before nft returned, are drawn at
-	// the left edge and counted in the legend) to above every value and target.
+	// The x axis, shared by all panels, in whole decades: from the decade of the smallest
+	// positive value, but not below minX (values below it, such as the negative latencies of
+	// loss runs whose event came before nft returned, are drawn at the left edge and counted
+	// in the legend), to above every value and target.
 	const minX = 0.1
-	lo, hi := minX, 10.0
+	lo, hi := math.Inf(1), 10.0
 	legend := 0
 	for _, p := range panels {
 		legend = max(legend, len(p.series))
@@ -63,8 +64,15 @@ func cdfSVG(title string, panels []cdfPanel) string {
 		for _, s := range p.series {
 			for _, v := range s.values {
 				hi = max(hi, ms(v))
+				if v > 0 {
+					lo = min(lo, ms(v))
+				}
 			}
 		}
+	}
+	lo = max(lo, minX)
+	if math.IsInf(lo, 1) {
+		lo = minX
 	}
 	dlo, dhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
 	if dhi <= dlo {

@@ -169,6 +169,7 @@ type Core struct {
 	member       clusterdb.NodeState
 	caughtUp     bool   // applied what a leader of this term sent
 	campaignTil  uint64 // keep campaigning on ticks until this one (early election)
+	candidateAt  uint64 // the tick this node became a candidate in its current term
 	leadDownAt   uint64 // tick at which the leader was reported down (0: not)
 	leadDownTerm uint64 // the term then
 	wasVoter     bool
@@ -204,6 +205,10 @@ type heldPreVote struct {
 	m    *raftpb.Message
 	tick uint64
 }
+
+// candidateTicks is how long a candidate of an early election waits for its votes before it
+// asks again (a vote round takes a few milliseconds: two fsyncs and a round trip).
+const candidateTicks = 3
 
 // closedSilentTicks is how long a peer that closed its raft stream may stay silent before it is
 // taken for gone: a daemon that replaces a stream sends on the new one within a tick (the leader
@@ -297,6 +302,10 @@ func (c *Core) Tick(now time.Time) {
 		// candidate is left to its vote: campaigning again would start a new pre-vote and
 		// drop the votes on their way (with a vote round longer than a tick, slow fsyncs say,
 		// no candidate would ever win).
+		_ = c.rn.Campaign()
+	} else if c.lead == 0 && c.campaignTil >= c.tick && c.raftState == raft.StateCandidate && c.tick-c.candidateAt >= candidateTicks {
+		// A vote request or its answer was lost (a stream broken on the way: see StreamClosed)
+		// and raft never asks again before its election timeout: ask again, with a new term.
 		_ = c.rn.Campaign()
 	}
 	// A read request (or its answer) lost on the way to the leader is not re-sent by raft:
@@ -412,7 +421,15 @@ func (c *Core) PeerStalled(id uint64) {
 // any stream, for closedSilentTicks, the election starts then.
 // The caller hands it over after every message that stream delivered (a message stepped after
 // the closure means the closure was not the peer's last word).
+//
+// A candidate of an early election whose vote request to a voter, or the answer, may have gone
+// with that voter's closed stream (a daemon breaks its streams to a peer its heartbeat plane
+// reports down, falsely too, and raft never asks again before its election timeout) asks again
+// at once, with a new term.
 func (c *Core) StreamClosed(id uint64) {
+	if c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick && c.raftState == raft.StateCandidate && c.isVoter(id) && id != c.cfg.ID {
+		_ = c.rn.Campaign()
+	}
 	if c.stalled[id] || c.down[id] {
 		c.leaderGone(id, fmt.Sprintf("leader %d closed its raft stream while the heartbeat plane reports it stalled", id))
 		return
@@ -824,6 +841,9 @@ func (c *Core) settle(out *Output) {
 		}
 		if bs.Lead == 0 && c.lead != 0 {
 			out.Notes = append(out.Notes, Note{Kind: NoteLeader, Term: bs.GetTerm(), Text: "no leader"})
+		}
+		if bs.RaftState == raft.StateCandidate && (c.raftState != raft.StateCandidate || bs.GetTerm() != c.term) {
+			c.candidateAt = c.tick
 		}
 		if bs.RaftState != c.raftState {
 			out.Notes = append(out.Notes, Note{Kind: NoteRaftState, Term: bs.GetTerm(), Text: bs.RaftState.String()})

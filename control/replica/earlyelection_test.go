@@ -263,3 +263,65 @@ func TestStalledLeaderAndCampaigningVoter(t *testing.T) {
 		})
 	}
 }
+
+// The vote request of an early election's candidate is lost (the voter broke its streams to
+// the candidate on a false "peer down"): the candidate asks again at once when it sees the
+// voter's stream close, and after candidateTicks without that signal; not after raft's
+// election timeout (50 rounds here).
+func TestLostVoteRequestAskedAgain(t *testing.T) {
+	for _, closed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stream-closed=%v", closed), func(t *testing.T) {
+			h := newHarness(t, SimOptions{Nodes: 3, Seed: 4, ElectionTick: 50}) // no heartbeat reports: the test makes them
+			h.converge(1, 2, 3)
+			lead := h.s.Leader()
+			var rest []uint64
+			for id := uint64(1); id <= 3; id++ {
+				if id != lead {
+					rest = append(rest, id)
+				}
+			}
+			first, second := rest[0], rest[1]
+			lost := 0
+			h.s.Drop = func(m *raftpb.Message) bool {
+				if m.GetType() == raftpb.MsgVote && m.GetFrom() == first && lost == 0 {
+					lost++
+					return true
+				}
+				return false
+			}
+			h.s.Crash(lead)
+			for _, id := range rest {
+				if err := h.s.Do(id, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rounds := 0
+			for ; rounds < 40; rounds++ {
+				h.run(1)
+				if l := h.s.Leader(); l != 0 && l != lead {
+					break
+				}
+				if closed && lost == 1 {
+					lost++
+					if err := h.s.Do(first, func(c *Core) error { c.StreamClosed(second); return nil }); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if lost == 0 {
+				t.Fatal("no vote request was sent")
+			}
+			if rounds == 40 {
+				t.Fatalf("no new leader within 40 rounds after the vote request was lost; notes of node %d: %+v", first, h.notes[first])
+			}
+			max := candidateTicks + 3
+			if closed {
+				max = 3
+			}
+			if rounds+1 > max {
+				t.Fatalf("new leader after %d rounds, want at most %d", rounds+1, max)
+			}
+			t.Logf("new leader %d after %d rounds", h.s.Leader(), rounds+1)
+		})
+	}
+}

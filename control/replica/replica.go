@@ -303,6 +303,14 @@ func (r *Replica) send(m *raftpb.Message) {
 var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // sender keeps one stream to the peer and writes the queued messages to it.
+//
+// A stream the peer's end has closed (its daemon broke its streams to this node on a false
+// "peer down", or restarted) would swallow the next message whole: the write succeeds, the
+// peer's kernel answers with a reset. So a goroutine waits on each stream for its end (the peer
+// sends nothing on it), which fails the stream, and a message whose write fails is written
+// again once on a new stream: a failed write handed no whole frame to the peer, so the second
+// is never a duplicate. (Raft re-sends most messages on its own, but never a vote request: a
+// lost one made the election wait for raft's election timeout.)
 func (r *Replica) sender(ctx context.Context, p *peerSender) {
 	var conn transport.Conn
 	defer func() {
@@ -318,12 +326,35 @@ func (r *Replica) sender(ctx context.Context, p *peerSender) {
 			return
 		case m = <-p.queue:
 		}
-		if conn == nil {
-			dctx, cancel := context.WithTimeout(ctx, time.Second)
-			c, err := r.tr.Dial(dctx, transport.NodeID(p.id), transport.ServiceRaft)
+		sent := false
+		for attempt := 0; attempt < 2 && !sent; attempt++ {
+			fresh := conn == nil
+			if fresh {
+				dctx, cancel := context.WithTimeout(ctx, time.Second)
+				c, err := r.tr.Dial(dctx, transport.NodeID(p.id), transport.ServiceRaft)
+				cancel()
+				if err != nil {
+					break
+				}
+				conn, backoff = c, 0
+				r.wg.Go(func() { watchEnd(ctx, c) })
+			}
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := conn.Send(sctx, m.data)
 			cancel()
-			if err != nil {
-				r.unreachable(p.id, m.snap)
+			if err == nil {
+				sent = true
+				break
+			}
+			conn.Close()
+			conn = nil
+			if fresh || ctx.Err() != nil {
+				break // a stream just opened failed: the peer is not there
+			}
+		}
+		if !sent {
+			r.unreachable(p.id, m.snap)
+			if conn == nil && ctx.Err() == nil {
 				// Drop what is queued meanwhile: raft re-sends on its own.
 				backoff = min(max(2*backoff, 5*time.Millisecond), 100*time.Millisecond)
 				select {
@@ -332,17 +363,7 @@ func (r *Replica) sender(ctx context.Context, p *peerSender) {
 				case <-time.After(backoff):
 				}
 				r.drain(p)
-				continue
 			}
-			conn, backoff = c, 0
-		}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := conn.Send(sctx, m.data)
-		cancel()
-		if err != nil {
-			conn.Close()
-			conn = nil
-			r.unreachable(p.id, m.snap)
 			continue
 		}
 		if m.snap {
@@ -351,6 +372,17 @@ func (r *Replica) sender(ctx context.Context, p *peerSender) {
 				r.core.ReportSnapshot(p.id, true)
 			}
 			r.mu.Unlock()
+		}
+	}
+}
+
+// watchEnd waits for the end of a stream this node opened: the peer sends nothing on it, so
+// Recv returns only when the stream fails (the peer closed it, or this node did), and a failed
+// stream refuses the next Send before writing anything.
+func watchEnd(ctx context.Context, c transport.Conn) {
+	for {
+		if _, err := c.Recv(ctx); err != nil {
+			return
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -259,4 +260,75 @@ func TestStreamEndBehindItsMessages(t *testing.T) {
 		}
 	}
 	t.Fatalf("leader 1 closed its stream after its last message and is reported stalled, but node 2 did not take it for gone: notes %+v", out.Notes)
+}
+
+// A message sent after the peer broke this node's stream to it (its daemon resets its streams
+// to a peer its heartbeat plane reports down, falsely too) is not lost: over TCP the stale
+// stream would swallow it whole (the write succeeds, the peer's kernel answers with a reset),
+// over the memory transport its write fails; either way it must arrive on a new stream.
+func TestSenderSurvivesStreamClosedByPeer(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	for _, kind := range []string{"memory", "tcp"} {
+		t.Run(kind, func(t *testing.T) {
+			var a, b transport.Transport
+			switch kind {
+			case "memory":
+				net := transport.NewMemory()
+				a, b = net.Node(1), net.Node(2)
+			case "tcp":
+				lo := netip.MustParseAddrPort("127.0.0.1:0")
+				tb, err := transport.NewTCP(transport.TCPConfig{Local: 2, Key: key, Listen: lo})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ta, err := transport.NewTCP(transport.TCPConfig{Local: 1, Key: key, Listen: lo,
+					Peers: map[transport.NodeID]netip.AddrPort{2: tb.Addr()}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, b = ta, tb
+			}
+			defer a.Close()
+			defer b.Close()
+			ln, err := b.Listen(transport.ServiceRaft)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			st := NewMemoryStorage()
+			if err := Bootstrap(st, []uint64{1, 2}); err != nil {
+				t.Fatal(err)
+			}
+			core, err := NewCore(Config{ID: 1, Name: SimNodeName(1), Storage: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			r := &Replica{log: slog.New(slog.DiscardHandler), self: 1, tr: a, core: core, ctx: ctx, cancel: cancel}
+			p := &peerSender{id: 2, queue: make(chan outMsg, 8)}
+			r.wg.Go(func() { r.sender(ctx, p) })
+			defer r.wg.Wait()
+			defer cancel()
+			recv := func(want string) transport.Conn {
+				t.Helper()
+				actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+				defer acancel()
+				c, err := ln.Accept(actx)
+				if err != nil {
+					t.Fatalf("no stream for %q: %v", want, err)
+				}
+				got, err := c.Recv(actx)
+				if err != nil || string(got) != want {
+					t.Fatalf("received %q, %v; want %q", got, err, want)
+				}
+				return c
+			}
+			p.queue <- outMsg{data: []byte("one")}
+			first := recv("one")
+			first.Close()                      // node 2 breaks the stream
+			time.Sleep(100 * time.Millisecond) // its end reaches node 1
+			p.queue <- outMsg{data: []byte("two")}
+			recv("two").Close()
+		})
+	}
 }

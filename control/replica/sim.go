@@ -78,6 +78,8 @@ type Sim struct {
 	OnDone func(node uint64, d Done)
 	// OnNote receives every note, by node.
 	OnNote func(node uint64, n Note)
+	// Drop, if set, loses the messages it returns true for (a test's targeted loss).
+	Drop func(m *raftpb.Message) bool
 
 	Stats SimStats
 }
@@ -381,7 +383,7 @@ func (s *Sim) round() error {
 
 func (s *Sim) deliver(m *raftpb.Message) error {
 	from, to := s.Node(m.GetFrom()), s.Node(m.GetTo())
-	ok := s.Connected(from.ID, to.ID) && (s.Opts.Loss == 0 || s.Rng.Float64() >= s.Opts.Loss)
+	ok := s.Connected(from.ID, to.ID) && (s.Opts.Loss == 0 || s.Rng.Float64() >= s.Opts.Loss) && (s.Drop == nil || !s.Drop(m))
 	if m.GetType() == raftpb.MsgSnap && from.Up {
 		from.Core.ReportSnapshot(to.ID, ok)
 		if ok {

@@ -39,6 +39,9 @@ import (
 // failovers of each kind (to hunt rare failures).
 //   - config write latency: `vigil config apply` as the admin API does it (parse, propose,
 //     commit on a majority with fsync, apply), through the leader and through a follower.
+//
+// A full run writes the CDF plot of the failover latencies to bench/membership.svg (a -quick
+// run to a temporary file).
 func runMembership(cfg config, out io.Writer) (metrics, error) {
 	crashRuns, killRuns, writes := 30, 30, 200
 	if cfg.quick {

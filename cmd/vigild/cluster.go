@@ -178,22 +178,55 @@ func (d *daemon) nudge(ev heartbeat.Event) {
 }
 
 // clusterHeartbeat passes the heartbeat plane's verdicts on peers to the transport and raft: a
-// peer down on every channel breaks its streams at once and, if it led, starts an election; a
-// stalled peer (its kernel answers, its daemon is silent) that also closed its raft stream to
-// this node is a dead daemon, and if it led an election starts too.
+// peer down on every channel breaks its streams at once (but raft's) and, if it led, starts an
+// election; a stalled peer (its kernel answers, its daemon is silent) that also closed its raft
+// stream to this node is a dead daemon, and if it led an election starts too.
+//
+// Raft's streams are broken only if the peer is still down raftResetDelay later: raft needs no
+// stream broken to act on a dead peer (the verdict itself starts the election), while at
+// 1 ms × 3 on a busy machine the verdict is sometimes false for a few milliseconds, and
+// breaking the streams then lost the vote requests and answers in flight in the middle of an
+// election. The deferred reset spares the streams to a node that really went away from being
+// found stale, losing a message, when it comes back.
 func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 	if d.cluster == nil || ev.Kind != heartbeat.EventPeer {
 		return
 	}
 	switch heartbeat.PeerState(ev.State) {
 	case heartbeat.PeerDown:
-		d.transport.Reset(transport.NodeID(ev.Peer))
+		peer := transport.NodeID(ev.Peer)
+		d.transport.Reset(peer, transport.ServiceRaft)
+		gen := d.peerVerdict(int(ev.Peer))
+		time.AfterFunc(raftResetDelay, func() {
+			d.mu.Lock()
+			still := d.downGen[int(peer)] == gen
+			d.mu.Unlock()
+			if still {
+				d.transport.Reset(peer)
+			}
+		})
 		d.cluster.PeerDown(int(ev.Peer))
 	case heartbeat.PeerStalled:
 		d.cluster.PeerStalled(int(ev.Peer))
 	case heartbeat.PeerAlive:
+		d.peerVerdict(int(ev.Peer))
 		d.cluster.PeerUp(int(ev.Peer))
 	}
+}
+
+// raftResetDelay is how long a peer must stay down before its raft streams are broken: far
+// longer than a false "down" lasts (a few milliseconds), far shorter than a restart.
+const raftResetDelay = 50 * time.Millisecond
+
+// peerVerdict counts a down or alive verdict on peer and returns the count.
+func (d *daemon) peerVerdict(peer int) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.downGen == nil {
+		d.downGen = map[int]uint64{}
+	}
+	d.downGen[peer]++
+	return d.downGen[peer]
 }
 
 // stopCluster stops the replica and the transport.

@@ -69,6 +69,9 @@ type daemon struct {
 
 	mu  sync.Mutex
 	rtt map[[2]uint16]*rttWindow // by (peer, link)
+	// downGen counts each peer's down and alive verdicts: a deferred reset of its raft
+	// streams goes ahead only if no verdict came since (see clusterHeartbeat).
+	downGen map[int]uint64
 }
 
 // newDaemon sets everything up or nothing: on error it releases what it made.

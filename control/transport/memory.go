@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -292,12 +293,12 @@ func (c *memConn) ended() error {
 	return c.s.err
 }
 
-func (n *memNode) Reset(peer NodeID) {
+func (n *memNode) Reset(peer NodeID, keep ...Service) {
 	n.mu.Lock()
 	var broken []*memStream
 	for s := range n.conns {
 		a, b := s.nodes[0].id, s.nodes[1].id
-		if a == n.id && b == peer || a == peer && b == n.id {
+		if (a == n.id && b == peer || a == peer && b == n.id) && !slices.Contains(keep, s.ends[0].svc) {
 			broken = append(broken, s)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -311,12 +312,12 @@ func (t *TCP) Listen(svc Service) (Listener, error) {
 	return l, nil
 }
 
-// Reset breaks every stream to peer.
-func (t *TCP) Reset(peer NodeID) {
+// Reset breaks every stream to peer, but those of the services in keep.
+func (t *TCP) Reset(peer NodeID, keep ...Service) {
 	t.mu.Lock()
 	var cs []*tcpConn
 	for c := range t.conns {
-		if c.peer == peer {
+		if c.peer == peer && !slices.Contains(keep, c.svc) {
 			cs = append(cs, c)
 		}
 	}

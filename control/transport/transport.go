@@ -77,8 +77,9 @@ type Transport interface {
 	Listen(svc Service) (Listener, error)
 	// Reset breaks every stream between this node and peer, at once: the heartbeat plane
 	// reported the peer down, and waiting for the network stack to notice takes seconds.
-	// Later Dials are allowed (they fail while the peer stays unreachable).
-	Reset(peer NodeID)
+	// Streams of the services in keep stay. Later Dials are allowed (they fail while the peer
+	// stays unreachable).
+	Reset(peer NodeID, keep ...Service)
 	// Close closes every listener and stream of this transport.
 	Close() error
 }

@@ -272,6 +272,26 @@ func TestCloseDeliversThenEnds(t *testing.T) {
 	})
 }
 
+// Reset with services to keep breaks the other services' streams to the peer and leaves
+// those.
+func TestResetKeepsServices(t *testing.T) {
+	forEach(t, func(t *testing.T, p pair) {
+		raftA, raftB := connect(t, p, ServiceRaft)
+		drdA, _ := connect(t, p, ServiceDRD)
+		ctx := ctxT(t)
+		p.a.Reset(p.b.Local(), ServiceRaft)
+		if err := drdA.Send(ctx, []byte("x")); !errors.Is(err, ErrClosed) {
+			t.Fatalf("send on the DRD stream after the reset: %v", err)
+		}
+		if err := raftA.Send(ctx, []byte("kept")); err != nil {
+			t.Fatalf("send on the raft stream after a reset that keeps it: %v", err)
+		}
+		if m, err := raftB.Recv(ctx); err != nil || string(m) != "kept" {
+			t.Fatalf("raft stream after a reset that keeps it: %q, %v", m, err)
+		}
+	})
+}
+
 func TestResetBreaksStreams(t *testing.T) {
 	forEach(t, func(t *testing.T, p pair) {
 		ca, cb := connect(t, p, ServiceRaft)

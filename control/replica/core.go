@@ -425,9 +425,10 @@ func (c *Core) PeerStalled(id uint64) {
 // A candidate of an early election whose vote request to a voter, or the answer, may have gone
 // with that voter's closed stream (a daemon breaks its streams to a peer its heartbeat plane
 // reports down, falsely too, and raft never asks again before its election timeout) asks again
-// at once, with a new term.
+// at once, with a new term (not for the leader found gone: its streams close as it dies).
 func (c *Core) StreamClosed(id uint64) {
-	if c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick && c.raftState == raft.StateCandidate && c.isVoter(id) && id != c.cfg.ID {
+	if c.fault == nil && c.lead == 0 && c.campaignTil >= c.tick && c.raftState == raft.StateCandidate && c.isVoter(id) &&
+		id != c.cfg.ID && id != c.lastLead { // (the gone leader's streams close too: no vote is expected from it)
 		_ = c.rn.Campaign()
 	}
 	if c.stalled[id] || c.down[id] {

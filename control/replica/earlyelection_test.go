@@ -325,3 +325,41 @@ func TestLostVoteRequestAskedAgain(t *testing.T) {
 		})
 	}
 }
+
+// The end of the gone leader's stream, reaching a candidate of the early election, does not
+// make it ask again (no vote is expected from the dead leader): its term stays.
+func TestGoneLeaderStreamEndLeavesCandidate(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 4, ElectionTick: 50})
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	first := uint64(1)
+	if first == lead {
+		first = 2
+	}
+	h.s.Drop = func(m *raftpb.Message) bool { return m.GetType() == raftpb.MsgVote } // keep it a candidate
+	h.s.Crash(lead)
+	if err := h.s.Do(first, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint64{1, 2, 3} {
+		if id != lead && id != first {
+			if err := h.s.Do(id, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c := h.s.Node(first).Core
+	for r := 0; r < 10 && c.Status().RaftState != "StateCandidate"; r++ {
+		h.run(1)
+	}
+	st := c.Status()
+	if st.RaftState != "StateCandidate" {
+		t.Fatalf("node %d: %s, want a candidate", first, st.RaftState)
+	}
+	if err := h.s.Do(first, func(c *Core) error { c.StreamClosed(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if after := c.Status(); after.RaftState != "StateCandidate" || after.Term != st.Term {
+		t.Fatalf("the gone leader's stream end moved the candidate from %s term %d to %s term %d", st.RaftState, st.Term, after.RaftState, after.Term)
+	}
+}

@@ -141,6 +141,12 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 		{"nbdkit", "nbdkit file, fio nbd (node 2 -> 1)", fioNBD("nbd://" + host + ":" + kitPort)},
 		{"drd_nbd", "DRD NBD export, fio nbd (node 2 -> 1)", fioNBD("nbd://" + drdNBD + "/d0")},
 	}
+	// VIGIL_DRD_SYSTEMS (a comma-separated list of system names) measures only those, for
+	// quick comparisons while working on one path.
+	if only := os.Getenv("VIGIL_DRD_SYSTEMS"); only != "" {
+		names := strings.Split(only, ",")
+		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(names, s.name) })
+	}
 	// The machine is shared and noisy: every workload is measured in several rounds, each
 	// round running every system once in turn, and the median round of each system counts.
 	m := metrics{}
@@ -168,7 +174,9 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 				m[key+"_p50_us"] = r.p50
 				m[key+"_p99_us"] = r.p99
 				ratio := r.iops / base
-				m[key+"_ratio_to_raw"] = math.Round(ratio*1000) / 1000
+				if base > 0 {
+					m[key+"_ratio_to_raw"] = math.Round(ratio*1000) / 1000
+				}
 				var each []string
 				for _, x := range results[i] {
 					each = append(each, fmt.Sprintf("%.0f", x.iops))
@@ -270,8 +278,8 @@ func runFio(run func(args ...string) ([]byte, error), rw string, qd int, runtime
 	return ioResult{iops: st.IOPS, p50: st.Clat.Percentile["50.000000"] / 1000, p99: st.Clat.Percentile["99.000000"] / 1000}, nil
 }
 
-// runDRDClient drives a DRD device with the asynchronous API at queue depth qd for d and
-// measures each call from start to completion.
+// runDRDClient drives a DRD device at queue depth qd for d (the synchronous Do at depth 1, the
+// asynchronous API above) and measures each call from start to completion.
 func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	dev, err := drd.Open(ctx, "d0", opt)
@@ -285,6 +293,34 @@ func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult
 		op = wire.OpWrite
 	}
 	blocks := dev.Size() / 4096
+	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
+	if qd == 1 {
+		// Queue depth 1 is a synchronous caller (as fio is at iodepth 1): Do, which on the
+		// remote path reads the reply in the calling goroutine.
+		c, err := dev.NewCall(4096)
+		if err != nil {
+			return ioResult{}, err
+		}
+		defer dev.FreeCall(c)
+		rand.Read(c.Buf)
+		c.Op = op
+		var lat sample
+		var errs []error
+		t0 := time.Now()
+		for end := t0.Add(d); time.Now().Before(end); {
+			c.Offset = mrand.Int64N(blocks) * 4096
+			t := time.Now()
+			dev.Do(c)
+			lat = append(lat, time.Since(t))
+			if c.Err != nil {
+				if errs = append(errs, c.Err); len(errs) > 10 {
+					return ioResult{}, errors.Join(errs...)
+				}
+			}
+		}
+		elapsed := time.Since(t0)
+		return ioResult{iops: float64(len(lat)) / elapsed.Seconds(), p50: us(lat.quantile(0.5)), p99: us(lat.quantile(0.99))}, errors.Join(errs...)
+	}
 	done := make(chan *drd.Call, qd)
 	started := make(map[*drd.Call]time.Time, qd)
 	for range qd {
@@ -320,6 +356,5 @@ func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult
 	for range qd {
 		<-done
 	}
-	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
 	return ioResult{iops: float64(len(lat)) / elapsed.Seconds(), p50: us(lat.quantile(0.5)), p99: us(lat.quantile(0.99))}, errors.Join(errs...)
 }

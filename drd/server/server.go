@@ -255,7 +255,17 @@ func (s *Server) spawn(c interface{ Close() error }, session func()) {
 // ServeConn serves one remote session on c until the client leaves, the stream breaks or the
 // server closes; it closes c. peer names the client in errors and logs.
 func (s *Server) ServeConn(c wire.Conn, peer string) error {
-	if !s.track(c, c.Close) {
+	// A framed socket runs in an event loop of its own (serveSocket), which holds the socket
+	// while it runs: it is stopped with a shutdown that wakes it, and closed when it returns.
+	fc, rc := rawSocket(c)
+	if s.cfg.DisableURing {
+		rc = nil
+	}
+	stop := c.Close
+	if rc != nil {
+		stop = func() error { shutdown(rc); return nil }
+	}
+	if !s.track(c, stop) {
 		return c.Close()
 	}
 	defer s.untrack(c)
@@ -267,7 +277,7 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 	}
 	dev, h, st, msg := s.hello(m)
 	if dev != nil && h.Client != 0 {
-		finished, err := s.fence(clientKey{dev.Name, h.Client}, func() { c.Close() })
+		finished, err := s.fence(clientKey{dev.Name, h.Client}, func() { stop() })
 		if err != nil {
 			return fmt.Errorf("drd session from %s: %w", peer, err)
 		}
@@ -282,6 +292,15 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 	}
 	if dev == nil {
 		return fmt.Errorf("drd session from %s: %s", peer, msg)
+	}
+	if rc != nil {
+		err := s.serveSocket(fc, rc, dev, peer)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errNoRing) {
+			return fmt.Errorf("drd session from %s: %w", peer, err)
+		}
 	}
 	var sendMu sync.Mutex
 	var sendErr error

@@ -83,5 +83,13 @@ func (f *FrameConn) Recv(ctx context.Context) ([]byte, error) {
 	return m, nil
 }
 
+// Detach returns the connection under f and the bytes f has read from it but not returned yet,
+// for a caller that takes over reading the stream (frames continue in the same format). f must
+// not be read from afterwards; Send and Close still work.
+func (f *FrameConn) Detach() (net.Conn, []byte) {
+	b, _ := f.r.Peek(f.r.Buffered())
+	return f.c, b
+}
+
 // Close closes the socket.
 func (f *FrameConn) Close() error { return f.c.Close() }

@@ -141,8 +141,9 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 		{"nbdkit", "nbdkit file, fio nbd (node 2 -> 1)", fioNBD("nbd://" + host + ":" + kitPort)},
 		{"drd_nbd", "DRD NBD export, fio nbd (node 2 -> 1)", fioNBD("nbd://" + drdNBD + "/d0")},
 	}
-	// VIGIL_DRD_SYSTEMS (a comma-separated list of system names) measures only those, for
-	// quick comparisons while working on one path.
+	// VIGIL_DRD_SYSTEMS (a comma-separated list of system names) measures only those, and
+	// VIGIL_DRD_WORKLOADS (randread_qd1,...) only those workloads, for quick comparisons while
+	// working on one path.
 	if only := os.Getenv("VIGIL_DRD_SYSTEMS"); only != "" {
 		names := strings.Split(only, ",")
 		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(names, s.name) })
@@ -153,6 +154,9 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 	rows := [][]string{{"system", "workload", "IOPS", "p50 us", "p99 us", "vs raw", "rounds (IOPS)"}}
 	for _, rw := range []string{"randread", "randwrite"} {
 		for _, qd := range []int{1, 32} {
+			if w := os.Getenv("VIGIL_DRD_WORKLOADS"); w != "" && !slices.Contains(strings.Split(w, ","), fmt.Sprintf("%s_qd%d", rw, qd)) {
+				continue
+			}
 			results := make([][]ioResult, len(systems))
 			for range rounds {
 				for i, s := range systems {

@@ -95,7 +95,7 @@ func (s *Server) serveSocket(fc *wire.FrameConn, rc syscall.RawConn, dev *Device
 	defer runtime.UnlockOSThread()
 	depth := s.cfg.QueueDepth
 	// Two more entries than requests: the polls for input and for room to write.
-	eng, region, err := openEngine(dev, depth+2, depth*s.cfg.SlotSize, false, uring.WithSingleIssuer())
+	eng, region, err := openEngine(dev, depth+2, depth*s.cfg.SlotSize, false)
 	if err != nil {
 		return err
 	}
@@ -133,6 +133,9 @@ func (l *sockLoop) run() {
 		l.parse()
 		if len(l.wbuf) > 0 && !l.pollOut {
 			l.flush()
+			if !l.halted && l.taking() && l.hasFrame() {
+				continue // the flush made room for requests waiting in the buffer
+			}
 		}
 		if !l.eof && !l.pollIn && l.rtail < len(l.rbuf) && l.taking() {
 			l.pollIn = true
@@ -215,6 +218,12 @@ func (l *sockLoop) parse() {
 	if l.rhead == l.rtail {
 		l.rhead, l.rtail = 0, 0
 	}
+}
+
+// hasFrame reports whether a whole frame waits in the receive buffer.
+func (l *sockLoop) hasFrame() bool {
+	avail := l.rbuf[l.rhead:l.rtail]
+	return len(avail) >= 4 && len(avail)-4 >= int(binary.LittleEndian.Uint32(avail))
 }
 
 // reply queues one response.

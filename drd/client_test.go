@@ -182,7 +182,8 @@ func TestClientPaths(t *testing.T) {
 }
 
 // TestClientSurvivesRestart restarts the server (a new epoch) again and again while writers
-// keep many writes in flight; every write acknowledged must read back.
+// keep many writes in flight, synchronous and asynchronous; every write acknowledged must read
+// back.
 func TestClientSurvivesRestart(t *testing.T) {
 	for _, path := range []string{"local", "remote"} {
 		t.Run(path, func(t *testing.T) {
@@ -214,7 +215,15 @@ func TestClientSurvivesRestart(t *testing.T) {
 						for i := range buf {
 							buf[i] = gen
 						}
-						if _, err := d.WriteAt(buf, blk*4096); err != nil {
+						// Half the writers use Do (through WriteAt: the caller reads its reply
+						// when no other goroutine reads), half the asynchronous Go.
+						var err error
+						if w%2 == 0 {
+							_, err = d.WriteAt(buf, blk*4096)
+						} else {
+							err = (<-d.Go(&drd.Call{Op: wire.OpWrite, Offset: blk * 4096, Buf: buf}).Done).Err
+						}
+						if err != nil {
 							t.Errorf("write: %v", err)
 							return
 						}

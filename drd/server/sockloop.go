@@ -95,7 +95,7 @@ func (s *Server) serveSocket(fc *wire.FrameConn, rc syscall.RawConn, dev *Device
 	defer runtime.UnlockOSThread()
 	depth := s.cfg.QueueDepth
 	// Two more entries than requests: the polls for input and for room to write.
-	eng, region, err := openEngine(dev, depth+2, depth*s.cfg.SlotSize, false)
+	eng, region, err := openEngine(dev, depth+2, depth*s.cfg.SlotSize, false, uring.WithSingleIssuer())
 	if err != nil {
 		return err
 	}

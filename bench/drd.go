@@ -191,6 +191,46 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 		}
 	}
 	table(out, rows)
+	for _, rw := range []string{"randread", "randwrite"} {
+		for _, qd := range []int{1, 32} {
+			k := fmt.Sprintf("_%s_qd%d_iops", rw, qd)
+			if r, q := m["drd_drd_remote"+k], m["drd_qemu_nbd"+k]; r > 0 && q > 0 {
+				m[fmt.Sprintf("drd_remote_vs_qemu_nbd_%s_qd%d", rw, qd)] = math.Round(r/q*100) / 100
+				fmt.Fprintf(out, "DRD remote / qemu-nbd, %s qd%d: %.2f\n", rw, qd, r/q)
+			}
+		}
+	}
+	// The plot: IOPS per system, one panel per queue depth.
+	var names []string
+	var panels []barPanel
+	for _, qd := range []int{1, 32} {
+		p := barPanel{title: fmt.Sprintf("queue depth %d", qd), groups: []string{"4 KiB random read", "4 KiB random write"}}
+		for _, s := range systems {
+			var vs []float64
+			for _, rw := range []string{"randread", "randwrite"} {
+				v, ok := m[fmt.Sprintf("drd_%s_%s_qd%d_iops", s.name, rw, qd)]
+				if !ok {
+					v = math.NaN()
+				}
+				vs = append(vs, v)
+			}
+			p.values = append(p.values, vs)
+		}
+		panels = append(panels, p)
+	}
+	for _, s := range systems {
+		names = append(names, s.label)
+	}
+	plot, err := plotFile(cfg.quick, "drd.svg")
+	if err != nil {
+		return nil, err
+	}
+	title := fmt.Sprintf("DRD against fio raw, qemu-nbd and nbdkit: IOPS, median of %d rounds of %v (%s UTC)",
+		rounds, runtime, time.Now().UTC().Format("2006-01-02 15:04"))
+	if err := os.WriteFile(plot, []byte(barSVG(title, "IOPS", names, panels)), 0o644); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "plot written to %s\n", plot)
 	return m, nil
 }
 

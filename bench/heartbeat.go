@@ -207,7 +207,7 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 			fmt.Fprintln(out, n)
 		}
 
-		plotPath, err := plotFile(cfg.quick)
+		plotPath, err := plotFile(cfg.quick, "heartbeat.svg")
 		if err != nil {
 			return nil, err
 		}
@@ -361,11 +361,11 @@ func runHeartbeat(cfg config, out io.Writer) (metrics, error) {
 	return m, nil
 }
 
-// plotFile is where the plot goes: bench/heartbeat.svg in the module for a full run, a
-// temporary file for a quick one (so that it does not replace the recorded plot).
-func plotFile(quick bool) (string, error) {
+// plotFile is where a plot goes: bench/NAME in the module for a full run, a temporary file for
+// a quick one (so that it does not replace the recorded plot).
+func plotFile(quick bool, name string) (string, error) {
 	if quick {
-		return filepath.Join(os.TempDir(), "vigil-heartbeat-quick.svg"), nil
+		return filepath.Join(os.TempDir(), "vigil-quick-"+name), nil
 	}
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -375,7 +375,7 @@ func plotFile(quick bool) (string, error) {
 	if mod == "" || mod == os.DevNull {
 		return "", errors.New("not inside the vigil module")
 	}
-	return filepath.Join(filepath.Dir(mod), "bench", "heartbeat.svg"), nil
+	return filepath.Join(filepath.Dir(mod), "bench", name), nil
 }
 
 // detectProfile runs every fault `runs` times in one cluster of the profile and returns the

@@ -224,7 +224,10 @@ func (s *Server) ServeTransport(l transport.Listener) error {
 
 // Go serves one remote session on c in a goroutine that Close waits for (with the requests
 // it has in flight), like a session accepted by ServeNet. A front that reads the Hello itself
-// to pick a server hands the stream over with the Hello put back (see ServeConn).
+// to pick a server hands the stream over with the Hello put back (see ServeConn); if its
+// wrapper has a method Unwrap() wire.Conn returning the stream under it, and that is a
+// wire.FrameConn on a socket, the session runs in the socket's event loop once the Hello is
+// read.
 func (s *Server) Go(c wire.Conn, peer string) { s.goServe(c, peer) }
 
 func (s *Server) goServe(c wire.Conn, peer string) {

@@ -106,6 +106,42 @@ var transports = []struct {
 }{
 	{"pipe", dialPipe},
 	{"socket", func(t *testing.T, s *Server) *rawClient { c, _, _ := dialSocket(t, s); return c }},
+	{"routed", dialRouted},
+}
+
+// helloWrap is a stream whose Hello a front read to route it, put back (as vigild does).
+type helloWrap struct {
+	wire.Conn
+	first []byte
+}
+
+func (c *helloWrap) Recv(ctx context.Context) ([]byte, error) {
+	if m := c.first; m != nil {
+		c.first = nil
+		return m, nil
+	}
+	return c.Conn.Recv(ctx)
+}
+
+func (c *helloWrap) Unwrap() wire.Conn { return c.Conn }
+
+// dialRouted serves a socket session that a front routed: the event loop reads the socket
+// under the wrapper once the Hello is read.
+func dialRouted(t *testing.T, s *Server) *rawClient {
+	srv, cli := socketPair(t)
+	fc := wire.NewFrameConn(srv)
+	if _, rc := rawSocket(&helloWrap{Conn: fc}); rc == nil {
+		t.Fatal("a routed TCP FrameConn does not take the event loop")
+	}
+	go func() {
+		m, err := fc.Recv(context.Background())
+		if err != nil {
+			fc.Close()
+			return
+		}
+		s.Go(&helloWrap{Conn: fc, first: m}, "routed")
+	}()
+	return &rawClient{t, wire.NewFrameConn(cli)}
 }
 
 func (c *rawClient) hello(name string, version uint16) wire.Welcome {

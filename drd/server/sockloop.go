@@ -63,8 +63,17 @@ var errNoRing = errors.New("no io_uring")
 const wbufLimit = 4 << 20
 
 // rawSocket returns the descriptor access of a socket under a FrameConn, or nil when it is not
-// one (net.Pipe, a transport stream).
+// one (net.Pipe, a transport stream). A wrapper that hands the stream over with its Hello put
+// back (see Server.Go) is looked through when it has an Unwrap method returning the stream
+// under it: the loop takes over reading after the Hello.
 func rawSocket(c wire.Conn) (*wire.FrameConn, syscall.RawConn) {
+	for {
+		u, ok := c.(interface{ Unwrap() wire.Conn })
+		if !ok {
+			break
+		}
+		c = u.Unwrap()
+	}
 	fc, ok := c.(*wire.FrameConn)
 	if !ok {
 		return nil, nil

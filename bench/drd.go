@@ -144,6 +144,7 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 	// VIGIL_DRD_SYSTEMS (a comma-separated list of system names) measures only those, and
 	// VIGIL_DRD_WORKLOADS (randread_qd1,...) only those workloads, for quick comparisons while
 	// working on one path.
+	filtered := os.Getenv("VIGIL_DRD_SYSTEMS") != "" || os.Getenv("VIGIL_DRD_WORKLOADS") != ""
 	if only := os.Getenv("VIGIL_DRD_SYSTEMS"); only != "" {
 		names := strings.Split(only, ",")
 		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(names, s.name) })
@@ -221,7 +222,9 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 	for _, s := range systems {
 		names = append(names, s.label)
 	}
-	plot, err := plotFile(cfg.quick, "drd.svg")
+	// A restricted run draws its plot in the temporary directory, like a quick one, so that it
+	// does not replace the recorded plot of a full run.
+	plot, err := plotFile(cfg.quick || filtered, "drd.svg")
 	if err != nil {
 		return nil, err
 	}

@@ -258,15 +258,17 @@ func (s *Server) spawn(c interface{ Close() error }, session func()) {
 // ServeConn serves one remote session on c until the client leaves, the stream breaks or the
 // server closes; it closes c. peer names the client in errors and logs.
 func (s *Server) ServeConn(c wire.Conn, peer string) error {
-	// A framed socket runs in an event loop of its own (serveSocket), which holds the socket
-	// while it runs: it is stopped with a shutdown that wakes it, and closed when it returns.
+	// A framed socket runs in an event loop of its own (serveSocket), which takes the socket
+	// over: it is stopped with a shutdown that wakes it, and closes the socket when it returns.
 	fc, rc := rawSocket(c)
 	if s.cfg.DisableURing {
 		rc = nil
 	}
 	stop := c.Close
+	var ss *sockStop
 	if rc != nil {
-		stop = func() error { shutdown(rc); return nil }
+		ss = &sockStop{rc: rc, fd: -1}
+		stop = ss.stop
 	}
 	if !s.track(c, stop) {
 		return c.Close()
@@ -297,7 +299,7 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 		return fmt.Errorf("drd session from %s: %s", peer, msg)
 	}
 	if rc != nil {
-		err := s.serveSocket(fc, rc, dev, peer)
+		err := s.serveSocket(fc, ss, dev, peer)
 		if err == nil {
 			return nil
 		}

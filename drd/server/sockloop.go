@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -90,15 +91,30 @@ func rawSocket(c wire.Conn) (*wire.FrameConn, syscall.RawConn) {
 	return fc, rc
 }
 
-// shutdown ends the session on rc soon: the loop's poll wakes up and reads the end of the
-// stream. Unlike Close, it does not wait for the loop, which holds a reference to the socket.
-func shutdown(rc syscall.RawConn) {
-	rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+// sockStop stops a socket session from other goroutines (the fence, Server.Close): a
+// shutdown of the socket, which wakes the loop's poll (or a general path's read) with the end
+// of the stream. It never closes the descriptor, so it does not wait for the loop.
+type sockStop struct {
+	mu sync.Mutex
+	rc syscall.RawConn // the socket, while the net.Conn holds it
+	fd int             // the loop's own descriptor once it took the socket over; -1 before, -2 after
+}
+
+func (ss *sockStop) stop() error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	switch {
+	case ss.fd >= 0:
+		unix.Shutdown(ss.fd, unix.SHUT_RDWR)
+	case ss.fd == -1:
+		ss.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	}
+	return nil
 }
 
 // serveSocket runs the session's requests on the socket under fc until the client leaves, the
-// stream breaks or shutdown is called; it returns once every request it started completed.
-func (s *Server) serveSocket(fc *wire.FrameConn, rc syscall.RawConn, dev *Device, peer string) error {
+// stream breaks or ss.stop is called; it returns once every request it started completed.
+func (s *Server) serveSocket(fc *wire.FrameConn, ss *sockStop, dev *Device, peer string) error {
 	_, pending := fc.Detach()
 	runtime.LockOSThread() // the ring's completions run as task work of the submitting thread
 	defer runtime.UnlockOSThread()
@@ -120,18 +136,29 @@ func (s *Server) serveSocket(fc *wire.FrameConn, rc syscall.RawConn, dev *Device
 		l.free = append(l.free, i)
 	}
 	l.rtail = copy(l.rbuf, pending)
-	cerr := rc.Control(func(fd uintptr) {
-		l.fd = int(fd)
+	// The loop takes the socket over with a descriptor of its own and closes the net.Conn, so
+	// that Go's network poller forgets the socket: otherwise every request arriving would
+	// also wake a thread of the poller, for nothing.
+	ss.mu.Lock()
+	var derr error
+	cerr := ss.rc.Control(func(fd uintptr) { l.fd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if err := errors.Join(cerr, derr); err == nil {
+		ss.fd = l.fd
+		fc.Close()
+		ss.mu.Unlock()
 		l.run()
-	})
+		ss.mu.Lock()
+		unix.Close(l.fd)
+		ss.fd = -2
+	} else {
+		l.err = fmt.Errorf("take the socket over: %w", err)
+	}
+	ss.mu.Unlock()
 	if err := l.eng.Close(); err != nil {
 		s.log.Error("drd session engine close", "device", dev.Name, "err", err)
 	}
 	if err := uring.FreeAligned(l.region); err != nil {
 		s.log.Error("drd session free", "device", dev.Name, "err", err)
-	}
-	if cerr != nil {
-		return cerr
 	}
 	return l.err
 }

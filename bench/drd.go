@@ -141,12 +141,23 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 		{"nbdkit", "nbdkit file, fio nbd (node 2 -> 1)", fioNBD("nbd://" + host + ":" + kitPort)},
 		{"drd_nbd", "DRD NBD export, fio nbd (node 2 -> 1)", fioNBD("nbd://" + drdNBD + "/d0")},
 	}
+	// VIGIL_DRD_SYSTEMS (a comma-separated list of system names) measures only those, and
+	// VIGIL_DRD_WORKLOADS (randread_qd1,...) only those workloads, for quick comparisons while
+	// working on one path.
+	filtered := os.Getenv("VIGIL_DRD_SYSTEMS") != "" || os.Getenv("VIGIL_DRD_WORKLOADS") != ""
+	if only := os.Getenv("VIGIL_DRD_SYSTEMS"); only != "" {
+		names := strings.Split(only, ",")
+		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(names, s.name) })
+	}
 	// The machine is shared and noisy: every workload is measured in several rounds, each
 	// round running every system once in turn, and the median round of each system counts.
 	m := metrics{}
 	rows := [][]string{{"system", "workload", "IOPS", "p50 us", "p99 us", "vs raw", "rounds (IOPS)"}}
 	for _, rw := range []string{"randread", "randwrite"} {
 		for _, qd := range []int{1, 32} {
+			if w := os.Getenv("VIGIL_DRD_WORKLOADS"); w != "" && !slices.Contains(strings.Split(w, ","), fmt.Sprintf("%s_qd%d", rw, qd)) {
+				continue
+			}
 			results := make([][]ioResult, len(systems))
 			for range rounds {
 				for i, s := range systems {
@@ -168,7 +179,9 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 				m[key+"_p50_us"] = r.p50
 				m[key+"_p99_us"] = r.p99
 				ratio := r.iops / base
-				m[key+"_ratio_to_raw"] = math.Round(ratio*1000) / 1000
+				if base > 0 {
+					m[key+"_ratio_to_raw"] = math.Round(ratio*1000) / 1000
+				}
 				var each []string
 				for _, x := range results[i] {
 					each = append(each, fmt.Sprintf("%.0f", x.iops))
@@ -179,6 +192,48 @@ func runDRD(cfg config, out io.Writer) (metrics, error) {
 		}
 	}
 	table(out, rows)
+	for _, rw := range []string{"randread", "randwrite"} {
+		for _, qd := range []int{1, 32} {
+			k := fmt.Sprintf("_%s_qd%d_iops", rw, qd)
+			if r, q := m["drd_drd_remote"+k], m["drd_qemu_nbd"+k]; r > 0 && q > 0 {
+				m[fmt.Sprintf("drd_remote_vs_qemu_nbd_%s_qd%d", rw, qd)] = math.Round(r/q*100) / 100
+				fmt.Fprintf(out, "DRD remote / qemu-nbd, %s qd%d: %.2f\n", rw, qd, r/q)
+			}
+		}
+	}
+	// The plot: IOPS per system, one panel per queue depth.
+	var names []string
+	var panels []barPanel
+	for _, qd := range []int{1, 32} {
+		p := barPanel{title: fmt.Sprintf("queue depth %d", qd), groups: []string{"4 KiB random read", "4 KiB random write"}}
+		for _, s := range systems {
+			var vs []float64
+			for _, rw := range []string{"randread", "randwrite"} {
+				v, ok := m[fmt.Sprintf("drd_%s_%s_qd%d_iops", s.name, rw, qd)]
+				if !ok {
+					v = math.NaN()
+				}
+				vs = append(vs, v)
+			}
+			p.values = append(p.values, vs)
+		}
+		panels = append(panels, p)
+	}
+	for _, s := range systems {
+		names = append(names, s.label)
+	}
+	// A restricted run draws its plot in the temporary directory, like a quick one, so that it
+	// does not replace the recorded plot of a full run.
+	plot, err := plotFile("drd", cfg.quick || filtered)
+	if err != nil {
+		return nil, err
+	}
+	title := fmt.Sprintf("DRD against fio raw, qemu-nbd and nbdkit: IOPS, median of %d rounds of %v (%s UTC)",
+		rounds, runtime, time.Now().UTC().Format("2006-01-02 15:04"))
+	if err := os.WriteFile(plot, []byte(barSVG(title, "IOPS", names, panels)), 0o644); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "plot written to %s\n", plot)
 	return m, nil
 }
 
@@ -270,8 +325,8 @@ func runFio(run func(args ...string) ([]byte, error), rw string, qd int, runtime
 	return ioResult{iops: st.IOPS, p50: st.Clat.Percentile["50.000000"] / 1000, p99: st.Clat.Percentile["99.000000"] / 1000}, nil
 }
 
-// runDRDClient drives a DRD device with the asynchronous API at queue depth qd for d and
-// measures each call from start to completion.
+// runDRDClient drives a DRD device at queue depth qd for d (the synchronous Do at depth 1, the
+// asynchronous API above) and measures each call from start to completion.
 func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	dev, err := drd.Open(ctx, "d0", opt)
@@ -285,6 +340,34 @@ func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult
 		op = wire.OpWrite
 	}
 	blocks := dev.Size() / 4096
+	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
+	if qd == 1 {
+		// Queue depth 1 is a synchronous caller (as fio is at iodepth 1): Do, which on the
+		// remote path reads the reply in the calling goroutine.
+		c, err := dev.NewCall(4096)
+		if err != nil {
+			return ioResult{}, err
+		}
+		defer dev.FreeCall(c)
+		rand.Read(c.Buf)
+		c.Op = op
+		var lat sample
+		var errs []error
+		t0 := time.Now()
+		for end := t0.Add(d); time.Now().Before(end); {
+			c.Offset = mrand.Int64N(blocks) * 4096
+			t := time.Now()
+			dev.Do(c)
+			lat = append(lat, time.Since(t))
+			if c.Err != nil {
+				if errs = append(errs, c.Err); len(errs) > 10 {
+					return ioResult{}, errors.Join(errs...)
+				}
+			}
+		}
+		elapsed := time.Since(t0)
+		return ioResult{iops: float64(len(lat)) / elapsed.Seconds(), p50: us(lat.quantile(0.5)), p99: us(lat.quantile(0.99))}, errors.Join(errs...)
+	}
 	done := make(chan *drd.Call, qd)
 	started := make(map[*drd.Call]time.Time, qd)
 	for range qd {
@@ -320,6 +403,5 @@ func runDRDClient(opt drd.Options, rw string, qd int, d time.Duration) (ioResult
 	for range qd {
 		<-done
 	}
-	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
 	return ioResult{iops: float64(len(lat)) / elapsed.Seconds(), p50: us(lat.quantile(0.5)), p99: us(lat.quantile(0.99))}, errors.Join(errs...)
 }

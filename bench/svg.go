@@ -189,3 +189,104 @@ func decadeLabel(d float64) string {
 	}
 	return fmt.Sprintf("%.0f", v)
 }
+
+// A grouped bar chart: one panel per set of groups (a queue depth), in each group one bar per
+// series (a system), the value written above each bar.
+
+type barPanel struct {
+	title  string
+	groups []string    // along the x axis
+	values [][]float64 // values[series][group]; NaN: not measured
+}
+
+// barSVG draws the panels side by side under a title, with one legend for the series, and
+// returns the SVG document. unit labels the y axes (each panel has its own linear scale).
+func barSVG(title, unit string, series []string, panels []barPanel) string {
+	const (
+		pw, ph      = 470, 300 // plot area of a panel
+		left, right = 70, 20
+		top         = 60
+	)
+	width := len(panels)*(left+pw+right) + 10
+	legendRows := (len(series) + 2) / 3
+	height := top + ph + 50 + legendRows*legendDY + 20
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n",
+		width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	fmt.Fprintf(&b, `<text x="%d" y="24" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, xmlEscaper.Replace(title))
+	for i, p := range panels {
+		hi := 0.0
+		for _, vs := range p.values {
+			for _, v := range vs {
+				if !math.IsNaN(v) {
+					hi = max(hi, v)
+				}
+			}
+		}
+		step := niceStep(hi / 5)
+		top5 := math.Ceil(hi/step) * step
+		if top5 <= 0 {
+			top5 = 1
+		}
+		yOf := func(v float64) float64 { return ph * (1 - v/top5) }
+		fmt.Fprintf(&b, `<g transform="translate(%d,%d)">`+"\n", i*(left+pw+right)+left, top)
+		fmt.Fprintf(&b, `<text x="%d" y="-16" text-anchor="middle" font-size="13" font-weight="bold">%s</text>`+"\n", pw/2, xmlEscaper.Replace(p.title))
+		for v := 0.0; v <= top5+step/2; v += step {
+			y := yOf(v)
+			fmt.Fprintf(&b, `<line x1="0" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", y, pw, y)
+			fmt.Fprintf(&b, `<text x="-6" y="%.1f" text-anchor="end" dominant-baseline="middle">%s</text>`+"\n", y, shortNum(v))
+		}
+		fmt.Fprintf(&b, `<text transform="translate(-52,%d) rotate(-90)" text-anchor="middle">%s</text>`+"\n", ph/2, xmlEscaper.Replace(unit))
+		gw := float64(pw) / float64(len(p.groups))
+		bw := gw * 0.8 / float64(len(series))
+		for g, name := range p.groups {
+			x0 := float64(g)*gw + gw*0.1
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", float64(g)*gw+gw/2, ph+18, xmlEscaper.Replace(name))
+			for j := range series {
+				if j >= len(p.values) || g >= len(p.values[j]) || math.IsNaN(p.values[j][g]) {
+					continue
+				}
+				v := p.values[j][g]
+				x, y := x0+float64(j)*bw, yOf(v)
+				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x, y, bw-2, ph-y, cdfColors[j%len(cdfColors)])
+				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" font-size="9">%s</text>`+"\n", x+(bw-2)/2, y-3, shortNum(v))
+			}
+		}
+		fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="none" stroke="#333"/>`+"\n", pw, ph)
+		b.WriteString("</g>\n")
+	}
+	for j, s := range series {
+		x := 20 + (j%3)*((width-40)/3)
+		y := top + ph + 50 + (j/3)*legendDY
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="14" height="10" fill="%s"/>`+"\n", x, y-9, cdfColors[j%len(cdfColors)])
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+20, y, xmlEscaper.Replace(s))
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+// niceStep rounds x up to 1, 2 or 5 times a power of ten.
+func niceStep(x float64) float64 {
+	if x <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= x {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// shortNum writes 12345 as 12.3k.
+func shortNum(v float64) string {
+	switch {
+	case v >= 10000:
+		return fmt.Sprintf("%.0fk", v/1000)
+	case v >= 1000:
+		return fmt.Sprintf("%.1fk", v/1000)
+	}
+	return fmt.Sprintf("%.0f", v)
+}

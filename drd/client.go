@@ -48,7 +48,8 @@ type Call struct {
 	Done   chan *Call // receives the call when it completes (made with room for one if nil)
 
 	slot  int
-	owned bool // the call holds its slot for life (NewCall): Buf is the slot itself
+	owned bool       // the call holds its slot for life (NewCall): Buf is the slot itself
+	own   chan *Call // Done while Do runs the call
 }
 
 // Device is an open DRD device. Its methods are safe for concurrent use.
@@ -81,6 +82,10 @@ type Device struct {
 // link is one connection to a server.
 type link interface {
 	send(tag uint64, c *Call, epoch uint64) error
+	// started is called after calls were sent, so that their answers are read.
+	started()
+	// await waits until c, sent on the link, is finished, and takes it from c.Done.
+	await(c *Call)
 	close()
 	wait() // until its goroutines are gone
 	kind() string
@@ -210,6 +215,33 @@ func (d *Device) Go(c *Call) *Call {
 	if c.Done == nil {
 		c.Done = make(chan *Call, 1)
 	}
+	if l := d.start(c); l != nil {
+		l.started()
+	}
+	return c
+}
+
+// Do runs c and returns it once it completed (c.Done is left alone). On the remote path, when
+// no other call is in flight, the calling goroutine reads the reply itself, which spares a
+// queue depth 1 caller the hand-off from a receiving goroutine.
+func (d *Device) Do(c *Call) *Call {
+	done := c.Done
+	if c.own == nil {
+		c.own = make(chan *Call, 1)
+	}
+	c.Done = c.own
+	if l := d.start(c); l != nil {
+		l.await(c)
+	} else {
+		<-c.Done
+	}
+	c.Done = done
+	return c
+}
+
+// start checks c, registers it and sends it on the current link. It returns that link, or nil
+// when c is finished already (refused) or waits for a reconnection, which re-sends it.
+func (d *Device) start(c *Call) link {
 	c.N, c.Err = 0, nil
 	var length int
 	switch c.Op {
@@ -217,23 +249,23 @@ func (d *Device) Go(c *Call) *Call {
 		length = len(c.Buf)
 		if length > d.MaxIO() {
 			c.finish(fmt.Errorf("drd %v of %d bytes: at most %d per call", c.Op, length, d.MaxIO()))
-			return c
+			return nil
 		}
 	case wire.OpDiscard:
 		// A request carries a u32 length: a longer discard must not be cut to its low bits.
 		if c.Length > maxDiscard {
 			c.finish(fmt.Errorf("drd discard of %d bytes: at most %d per call", c.Length, maxDiscard))
-			return c
+			return nil
 		}
 		length = int(c.Length)
 	case wire.OpFlush:
 	default:
 		c.finish(fmt.Errorf("drd: unknown operation %v", c.Op))
-		return c
+		return nil
 	}
 	if c.Op != wire.OpFlush && (c.Offset < 0 || c.Offset%wire.BlockSize != 0 || length%wire.BlockSize != 0 || length == 0) {
 		c.finish(fmt.Errorf("drd %v of %d bytes at %d: %w", c.Op, length, c.Offset, wire.StatusMisaligned.Err()))
-		return c
+		return nil
 	}
 	if !c.owned {
 		c.slot = <-d.slots
@@ -250,7 +282,7 @@ func (d *Device) Go(c *Call) *Call {
 		d.mu.Unlock()
 		d.releaseSlot(c)
 		c.finish(err)
-		return c
+		return nil
 	}
 	d.nextTag++
 	tag := d.nextTag
@@ -261,12 +293,21 @@ func (d *Device) Go(c *Call) *Call {
 	}
 	l, ep := d.link, d.epoch
 	d.mu.Unlock()
-	if l != nil {
-		if err := l.send(tag, c, ep); err != nil {
-			d.broken(l, err)
-		}
+	if l == nil {
+		return nil
 	}
-	return c
+	if err := l.send(tag, c, ep); err != nil {
+		d.broken(l, err)
+		return nil
+	}
+	return l
+}
+
+// busy reports whether l is the current link and calls are in flight.
+func (d *Device) busy(l link) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.link == l && len(d.inflight) > 0
 }
 
 // complete ends the call of tag with st; data are a read's bytes. It returns false when the
@@ -415,6 +456,9 @@ func (d *Device) reconnect(old link) {
 					return
 				}
 			}
+			if len(resend) > 0 {
+				l.started()
+			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -461,8 +505,12 @@ func (d *Device) Close() error {
 	return nil
 }
 
-// wait runs calls and waits for them all.
+// run runs calls and waits for them all.
 func (d *Device) run(calls []*Call) (int, error) {
+	if len(calls) == 1 {
+		c := d.Do(calls[0])
+		return c.N, c.Err
+	}
 	done := make(chan *Call, len(calls))
 	for _, c := range calls {
 		c.Done = done

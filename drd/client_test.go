@@ -182,7 +182,8 @@ func TestClientPaths(t *testing.T) {
 }
 
 // TestClientSurvivesRestart restarts the server (a new epoch) again and again while writers
-// keep many writes in flight; every write acknowledged must read back.
+// keep many writes in flight, synchronous and asynchronous; every write acknowledged must read
+// back.
 func TestClientSurvivesRestart(t *testing.T) {
 	for _, path := range []string{"local", "remote"} {
 		t.Run(path, func(t *testing.T) {
@@ -214,7 +215,15 @@ func TestClientSurvivesRestart(t *testing.T) {
 						for i := range buf {
 							buf[i] = gen
 						}
-						if _, err := d.WriteAt(buf, blk*4096); err != nil {
+						// Half the writers use Do (through WriteAt: the caller reads its reply
+						// when no other goroutine reads), half the asynchronous Go.
+						var err error
+						if w%2 == 0 {
+							_, err = d.WriteAt(buf, blk*4096)
+						} else {
+							err = (<-d.Go(&drd.Call{Op: wire.OpWrite, Offset: blk * 4096, Buf: buf}).Done).Err
+						}
+						if err != nil {
 							t.Errorf("write: %v", err)
 							return
 						}
@@ -452,6 +461,53 @@ func TestClientRefusesOlderEpoch(t *testing.T) {
 			}
 			if d.Epoch() != 4 {
 				t.Errorf("epoch %d, want 4", d.Epoch())
+			}
+		})
+	}
+}
+
+// TestDoWithCallsInFlight: Do runs while asynchronous calls are in flight (a reader goroutine
+// runs) and alone (the caller reads its reply and, when calls it did not make are in flight
+// once its own reply came, hands the reading over); every call completes with its own data.
+func TestDoWithCallsInFlight(t *testing.T) {
+	for _, path := range []string{"local", "remote"} {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			e.start()
+			d := e.open(t, path) // queue depth 8
+			block := func(i int) []byte { return bytes.Repeat([]byte{byte(i + 1)}, 4096) }
+			for i := range 64 {
+				if c := d.Do(&drd.Call{Op: wire.OpWrite, Offset: int64(i) * 4096, Buf: block(i)}); c.Err != nil || c.N != 4096 {
+					t.Fatalf("Do write %d: %d bytes, %v", i, c.N, c.Err)
+				}
+			}
+			done := make(chan *drd.Call, 64)
+			for round := range 20 {
+				var async []*drd.Call
+				for k := range round % 7 {
+					i := (round*7 + k) % 64
+					async = append(async, d.Go(&drd.Call{Op: wire.OpRead, Offset: int64(i) * 4096, Buf: make([]byte, 4096), Done: done}))
+				}
+				i := (round * 13) % 64
+				c := d.Do(&drd.Call{Op: wire.OpRead, Offset: int64(i) * 4096, Buf: make([]byte, 4096)})
+				if c.Err != nil || !bytes.Equal(c.Buf, block(i)) {
+					t.Fatalf("round %d: Do read of block %d: %v, right data %v", round, i, c.Err, bytes.Equal(c.Buf, block(i)))
+				}
+				for range async {
+					select {
+					case a := <-done:
+						if a.Err != nil || !bytes.Equal(a.Buf, block(int(a.Offset/4096))) {
+							t.Fatalf("round %d: async read at %d: %v", round, a.Offset, a.Err)
+						}
+					case <-time.After(10 * time.Second):
+						t.Fatalf("round %d: an asynchronous call never completed", round)
+					}
+				}
+			}
+			// A Do whose Done is set keeps it: nothing is sent there.
+			own := make(chan *drd.Call, 1)
+			if c := d.Do(&drd.Call{Op: wire.OpFlush, Done: own}); c.Err != nil || len(own) != 0 || c.Done != own {
+				t.Fatalf("Do flush: %v, %d on Done", c.Err, len(own))
 			}
 		})
 	}

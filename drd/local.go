@@ -81,6 +81,11 @@ func dialLocal(ctx context.Context, d *Device, path string) (*localLink, wire.We
 
 func (l *localLink) kind() string { return "local" }
 
+// started does nothing: the local link's receiving goroutine runs for the link's whole life.
+func (l *localLink) started() {}
+
+func (l *localLink) await(c *Call) { <-c.Done }
+
 func (l *localLink) send(tag uint64, c *Call, epoch uint64) error {
 	e := shm.SQE{Op: c.Op, Slot: uint32(c.slot), Offset: uint64(c.Offset), Epoch: epoch, UserData: tag}
 	switch c.Op {

@@ -477,6 +477,10 @@ func (c *helloConn) Recv(ctx context.Context) ([]byte, error) {
 	return c.Conn.Recv(ctx)
 }
 
+// Unwrap returns the stream under c: the DRD server's socket event loop reads it directly once
+// the Hello was read.
+func (c *helloConn) Unwrap() wire.Conn { return c.Conn }
+
 // route reads a remote session's Hello and hands the stream to the server of its device.
 func (m *drdManager) route(c wire.Conn, peer string) {
 	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)

@@ -29,6 +29,12 @@ func expectClosed(t *testing.T, what string, recv func() error) {
 // (its requests finished) before the new one is welcomed, so a re-sent write can never be
 // overtaken by its first copy.
 func TestRemoteFence(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { testRemoteFence(t, tr.dial) })
+	}
+}
+
+func testRemoteFence(t *testing.T, dialPipe func(*testing.T, *Server) *rawClient) {
 	s, _ := newTestServer(t, false)
 	ctx := context.Background()
 	hello := func(c *rawClient, client uint64) wire.Welcome {

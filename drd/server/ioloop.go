@@ -40,22 +40,9 @@ type ioLoop struct {
 
 func newIOLoop(dev *Device, depth, slotSize int, disableURing bool, log *slog.Logger,
 	done func(*blockReq, wire.Status, []byte)) (*ioLoop, error) {
-	eng, err := uring.NewEngine(uring.Config{QueueDepth: depth, DisableURing: disableURing, Align: dev.Align})
+	eng, region, err := openEngine(dev, depth, depth*slotSize, disableURing)
 	if err != nil {
-		return nil, fmt.Errorf("session on %s: %w", dev.Name, err)
-	}
-	region, err := uring.AllocAligned(depth*slotSize, 4096)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("session on %s: %w", dev.Name, err), eng.Close())
-	}
-	fail := func(err error) (*ioLoop, error) {
-		return nil, errors.Join(fmt.Errorf("session on %s: %w", dev.Name, err), eng.Close(), uring.FreeAligned(region))
-	}
-	if err := eng.RegisterBuffers([][]byte{region}); err != nil {
-		return fail(err)
-	}
-	if err := eng.RegisterFiles([]int{dev.Fd()}); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	l := &ioLoop{dev: dev, eng: eng, region: region, slotSize: slotSize, free: make(chan int, depth),
 		in: make(chan *blockReq, depth), done: done, log: log, finished: make(chan struct{})}
@@ -63,6 +50,29 @@ func newIOLoop(dev *Device, depth, slotSize int, disableURing bool, log *slog.Lo
 		l.free <- i
 	}
 	return l, nil
+}
+
+// openEngine makes a session's engine for depth requests, with the device registered as fixed
+// file 0 and a data region of size bytes (the session's slots) as fixed buffer 0.
+func openEngine(dev *Device, depth, size int, disableURing bool, opts ...uring.Option) (uring.Engine, []byte, error) {
+	eng, err := uring.NewEngine(uring.Config{QueueDepth: depth, DisableURing: disableURing, Align: dev.Align, RingOptions: opts})
+	if err != nil {
+		return nil, nil, fmt.Errorf("session on %s: %w", dev.Name, err)
+	}
+	region, err := uring.AllocAligned(size, 4096)
+	if err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("session on %s: %w", dev.Name, err), eng.Close())
+	}
+	fail := func(err error) (uring.Engine, []byte, error) {
+		return nil, nil, errors.Join(fmt.Errorf("session on %s: %w", dev.Name, err), eng.Close(), uring.FreeAligned(region))
+	}
+	if err := eng.RegisterBuffers([][]byte{region}); err != nil {
+		return fail(err)
+	}
+	if err := eng.RegisterFiles([]int{dev.Fd()}); err != nil {
+		return fail(err)
+	}
+	return eng, region, nil
 }
 
 // newReq makes the block request of a checked request: a read or write takes a free slot

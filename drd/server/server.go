@@ -224,7 +224,10 @@ func (s *Server) ServeTransport(l transport.Listener) error {
 
 // Go serves one remote session on c in a goroutine that Close waits for (with the requests
 // it has in flight), like a session accepted by ServeNet. A front that reads the Hello itself
-// to pick a server hands the stream over with the Hello put back (see ServeConn).
+// to pick a server hands the stream over with the Hello put back (see ServeConn); if its
+// wrapper has a method Unwrap() wire.Conn returning the stream under it, and that is a
+// wire.FrameConn on a socket, the session runs in the socket's event loop once the Hello is
+// read.
 func (s *Server) Go(c wire.Conn, peer string) { s.goServe(c, peer) }
 
 func (s *Server) goServe(c wire.Conn, peer string) {
@@ -255,7 +258,19 @@ func (s *Server) spawn(c interface{ Close() error }, session func()) {
 // ServeConn serves one remote session on c until the client leaves, the stream breaks or the
 // server closes; it closes c. peer names the client in errors and logs.
 func (s *Server) ServeConn(c wire.Conn, peer string) error {
-	if !s.track(c, c.Close) {
+	// A framed socket runs in an event loop of its own (serveSocket), which takes the socket
+	// over: it is stopped with a shutdown that wakes it, and closes the socket when it returns.
+	fc, rc := rawSocket(c)
+	if s.cfg.DisableURing {
+		rc = nil
+	}
+	stop := c.Close
+	var ss *sockStop
+	if rc != nil {
+		ss = &sockStop{rc: rc, fd: -1}
+		stop = ss.stop
+	}
+	if !s.track(c, stop) {
 		return c.Close()
 	}
 	defer s.untrack(c)
@@ -267,7 +282,7 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 	}
 	dev, h, st, msg := s.hello(m)
 	if dev != nil && h.Client != 0 {
-		finished, err := s.fence(clientKey{dev.Name, h.Client}, func() { c.Close() })
+		finished, err := s.fence(clientKey{dev.Name, h.Client}, func() { stop() })
 		if err != nil {
 			return fmt.Errorf("drd session from %s: %w", peer, err)
 		}
@@ -282,6 +297,15 @@ func (s *Server) ServeConn(c wire.Conn, peer string) error {
 	}
 	if dev == nil {
 		return fmt.Errorf("drd session from %s: %s", peer, msg)
+	}
+	if rc != nil {
+		err := s.serveSocket(fc, ss, dev, peer)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errNoRing) {
+			return fmt.Errorf("drd session from %s: %w", peer, err)
+		}
 	}
 	var sendMu sync.Mutex
 	var sendErr error

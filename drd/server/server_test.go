@@ -64,6 +64,86 @@ func dialPipe(t *testing.T, s *Server) *rawClient {
 	return &rawClient{t, c}
 }
 
+// socketPair returns the two ends of a TCP connection on loopback.
+func socketPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return server, client
+}
+
+// dialSocket serves a session on a TCP socket: with io_uring, the event loop of serveSocket.
+// ended receives ServeConn's result.
+func dialSocket(t *testing.T, s *Server) (c *rawClient, raw net.Conn, ended chan error) {
+	srv, cli := socketPair(t)
+	fc := wire.NewFrameConn(srv)
+	if _, rc := rawSocket(fc); rc == nil {
+		t.Fatal("a TCP FrameConn does not take the event loop")
+	}
+	ended = make(chan error, 1)
+	go func() { ended <- s.ServeConn(fc, "socket") }()
+	return &rawClient{t, wire.NewFrameConn(cli)}, cli, ended
+}
+
+// transports are the ways a test reaches a remote session: a pipe (the general path, a session
+// reader handing requests to an io loop) and a socket (the event loop; with the synchronous
+// engine the general path again).
+var transports = []struct {
+	name string
+	dial func(*testing.T, *Server) *rawClient
+}{
+	{"pipe", dialPipe},
+	{"socket", func(t *testing.T, s *Server) *rawClient { c, _, _ := dialSocket(t, s); return c }},
+	{"routed", dialRouted},
+}
+
+// helloWrap is a stream whose Hello a front read to route it, put back (as vigild does).
+type helloWrap struct {
+	wire.Conn
+	first []byte
+}
+
+func (c *helloWrap) Recv(ctx context.Context) ([]byte, error) {
+	if m := c.first; m != nil {
+		c.first = nil
+		return m, nil
+	}
+	return c.Conn.Recv(ctx)
+}
+
+func (c *helloWrap) Unwrap() wire.Conn { return c.Conn }
+
+// dialRouted serves a socket session that a front routed: the event loop reads the socket
+// under the wrapper once the Hello is read.
+func dialRouted(t *testing.T, s *Server) *rawClient {
+	srv, cli := socketPair(t)
+	fc := wire.NewFrameConn(srv)
+	if _, rc := rawSocket(&helloWrap{Conn: fc}); rc == nil {
+		t.Fatal("a routed TCP FrameConn does not take the event loop")
+	}
+	go func() {
+		m, err := fc.Recv(context.Background())
+		if err != nil {
+			fc.Close()
+			return
+		}
+		s.Go(&helloWrap{Conn: fc, first: m}, "routed")
+	}()
+	return &rawClient{t, wire.NewFrameConn(cli)}
+}
+
 func (c *rawClient) hello(name string, version uint16) wire.Welcome {
 	c.t.Helper()
 	ctx := context.Background()
@@ -102,65 +182,71 @@ func (c *rawClient) do(r wire.Request) wire.Response {
 }
 
 func TestRemoteSession(t *testing.T) {
-	for _, sync := range []bool{false, true} {
-		t.Run(map[bool]string{false: "uring", true: "sync"}[sync], func(t *testing.T) {
-			s, dev := newTestServer(t, sync)
-			c := dialPipe(t, s)
-			w := c.hello("d0", wire.Version)
-			if w.Status != wire.StatusOK || w.Epoch != 7 || w.Size != dev.Size || w.MaxIO != 64<<10 {
-				t.Fatalf("welcome %+v", w)
-			}
-			data := bytes.Repeat([]byte("0123456789abcdef"), 2*4096/16)
-			if r := c.do(wire.Request{Op: wire.OpWrite, Epoch: 7, Tag: 1, Offset: 8192, Length: 8192, Data: data}); r.Status != wire.StatusOK {
-				t.Fatalf("write: %v", r.Status)
-			}
-			r := c.do(wire.Request{Op: wire.OpRead, Epoch: 7, Tag: 2, Offset: 8192, Length: 8192})
-			if r.Status != wire.StatusOK || !bytes.Equal(r.Data, data) {
-				t.Fatalf("read back: %v, %d bytes, equal %v", r.Status, len(r.Data), bytes.Equal(r.Data, data))
-			}
-			if r := c.do(wire.Request{Op: wire.OpFlush, Epoch: 7, Tag: 3}); r.Status != wire.StatusOK {
-				t.Fatalf("flush: %v", r.Status)
-			}
-			if r := c.do(wire.Request{Op: wire.OpDiscard, Epoch: 7, Tag: 4, Offset: 8192, Length: 4096}); r.Status != wire.StatusOK {
-				t.Fatalf("discard: %v", r.Status)
-			}
-			r = c.do(wire.Request{Op: wire.OpRead, Epoch: 7, Tag: 5, Offset: 8192, Length: 8192})
-			if r.Status != wire.StatusOK || !bytes.Equal(r.Data[:4096], make([]byte, 4096)) || !bytes.Equal(r.Data[4096:], data[4096:]) {
-				t.Fatalf("read after discard: %v", r.Status)
-			}
-			for _, tc := range []struct {
-				name string
-				req  wire.Request
-				want wire.Status
-			}{
-				{"stale epoch", wire.Request{Op: wire.OpRead, Epoch: 6, Offset: 0, Length: 4096}, wire.StatusStaleEpoch},
-				{"misaligned offset", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 512, Length: 4096}, wire.StatusMisaligned},
-				{"misaligned length", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 0, Length: 100}, wire.StatusMisaligned},
-				{"zero length", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 0, Length: 0}, wire.StatusMisaligned},
-				{"past the end", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 1 << 20, Length: 4096}, wire.StatusOutOfRange},
-				{"across the end", wire.Request{Op: wire.OpDiscard, Epoch: 7, Offset: 1<<20 - 4096, Length: 8192}, wire.StatusOutOfRange},
-				{"huge offset", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 1<<64 - 4096, Length: 8192}, wire.StatusOutOfRange},
-				{"too large", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 0, Length: 128 << 10}, wire.StatusTooLarge},
-				{"unknown op", wire.Request{Op: 99, Epoch: 7}, wire.StatusBadOp},
-			} {
-				tc.req.Tag = 100
-				if r := c.do(tc.req); r.Status != tc.want {
-					t.Errorf("%s: status %v, want %v", tc.name, r.Status, tc.want)
-				}
-			}
-			// A write whose data does not match its length is malformed; the session goes on.
-			m := wire.AppendRequest(nil, &wire.Request{Op: wire.OpWrite, Epoch: 7, Tag: 9, Length: 4096, Data: make([]byte, 10)})
-			if err := c.c.Send(context.Background(), m); err != nil {
-				t.Fatal(err)
-			}
-			mr, _ := c.c.Recv(context.Background())
-			if resp, _ := wire.DecodeResponse(mr); resp.Status != wire.StatusProtocolError || resp.Tag != 9 {
-				t.Fatalf("malformed write: %+v", resp)
-			}
-			if r := c.do(wire.Request{Op: wire.OpRead, Epoch: 7, Tag: 10, Offset: 0, Length: 4096}); r.Status != wire.StatusOK {
-				t.Fatalf("read after errors: %v", r.Status)
-			}
-		})
+	for _, tr := range transports {
+		for _, sync := range []bool{false, true} {
+			t.Run(tr.name+"/"+map[bool]string{false: "uring", true: "sync"}[sync], func(t *testing.T) {
+				testRemoteSession(t, sync, tr.dial)
+			})
+		}
+	}
+}
+
+func testRemoteSession(t *testing.T, sync bool, dial func(*testing.T, *Server) *rawClient) {
+	s, dev := newTestServer(t, sync)
+	c := dial(t, s)
+	w := c.hello("d0", wire.Version)
+	if w.Status != wire.StatusOK || w.Epoch != 7 || w.Size != dev.Size || w.MaxIO != 64<<10 {
+		t.Fatalf("welcome %+v", w)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 2*4096/16)
+	if r := c.do(wire.Request{Op: wire.OpWrite, Epoch: 7, Tag: 1, Offset: 8192, Length: 8192, Data: data}); r.Status != wire.StatusOK {
+		t.Fatalf("write: %v", r.Status)
+	}
+	r := c.do(wire.Request{Op: wire.OpRead, Epoch: 7, Tag: 2, Offset: 8192, Length: 8192})
+	if r.Status != wire.StatusOK || !bytes.Equal(r.Data, data) {
+		t.Fatalf("read back: %v, %d bytes, equal %v", r.Status, len(r.Data), bytes.Equal(r.Data, data))
+	}
+	if r := c.do(wire.Request{Op: wire.OpFlush, Epoch: 7, Tag: 3}); r.Status != wire.StatusOK {
+		t.Fatalf("flush: %v", r.Status)
+	}
+	if r := c.do(wire.Request{Op: wire.OpDiscard, Epoch: 7, Tag: 4, Offset: 8192, Length: 4096}); r.Status != wire.StatusOK {
+		t.Fatalf("discard: %v", r.Status)
+	}
+	r = c.do(wire.Request{Op: wire.OpRead, Epoch: 7, Tag: 5, Offset: 8192, Length: 8192})
+	if r.Status != wire.StatusOK || !bytes.Equal(r.Data[:4096], make([]byte, 4096)) || !bytes.Equal(r.Data[4096:], data[4096:]) {
+		t.Fatalf("read after discard: %v", r.Status)
+	}
+	for _, tc := range []struct {
+		name string
+		req  wire.Request
+		want wire.Status
+	}{
+		{"stale epoch", wire.Request{Op: wire.OpRead, Epoch: 6, Offset: 0, Length: 4096}, wire.StatusStaleEpoch},
+		{"misaligned offset", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 512, Length: 4096}, wire.StatusMisaligned},
+		{"misaligned length", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 0, Length: 100}, wire.StatusMisaligned},
+		{"zero length", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 0, Length: 0}, wire.StatusMisaligned},
+		{"past the end", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 1 << 20, Length: 4096}, wire.StatusOutOfRange},
+		{"across the end", wire.Request{Op: wire.OpDiscard, Epoch: 7, Offset: 1<<20 - 4096, Length: 8192}, wire.StatusOutOfRange},
+		{"huge offset", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 1<<64 - 4096, Length: 8192}, wire.StatusOutOfRange},
+		{"too large", wire.Request{Op: wire.OpRead, Epoch: 7, Offset: 0, Length: 128 << 10}, wire.StatusTooLarge},
+		{"unknown op", wire.Request{Op: 99, Epoch: 7}, wire.StatusBadOp},
+	} {
+		tc.req.Tag = 100
+		if r := c.do(tc.req); r.Status != tc.want {
+			t.Errorf("%s: status %v, want %v", tc.name, r.Status, tc.want)
+		}
+	}
+	// A write whose data does not match its length is malformed; the session goes on.
+	m := wire.AppendRequest(nil, &wire.Request{Op: wire.OpWrite, Epoch: 7, Tag: 9, Length: 4096, Data: make([]byte, 10)})
+	if err := c.c.Send(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	mr, _ := c.c.Recv(context.Background())
+	if resp, _ := wire.DecodeResponse(mr); resp.Status != wire.StatusProtocolError || resp.Tag != 9 {
+		t.Fatalf("malformed write: %+v", resp)
+	}
+	if r := c.do(wire.Request{Op: wire.OpRead, Epoch: 7, Tag: 10, Offset: 0, Length: 4096}); r.Status != wire.StatusOK {
+		t.Fatalf("read after errors: %v", r.Status)
 	}
 }
 
@@ -185,8 +271,14 @@ func TestRemoteHelloRefused(t *testing.T) {
 
 // TestRemotePipelined keeps many requests in flight on one session and checks every answer.
 func TestRemotePipelined(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { testRemotePipelined(t, tr.dial) })
+	}
+}
+
+func testRemotePipelined(t *testing.T, dial func(*testing.T, *Server) *rawClient) {
 	s, _ := newTestServer(t, false)
-	c := dialPipe(t, s)
+	c := dial(t, s)
 	c.hello("d0", wire.Version)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -19,6 +19,7 @@ const (
 	OpWrite             // write Buf at Offset; result: bytes written
 	OpSync              // fdatasync the whole file
 	OpDiscard           // free Length bytes at Offset, keeping the file size (punch a hole)
+	OpPoll              // wait until Fd reports one of the poll events Length (POLLIN, ...); result: the events
 )
 
 func (o Op) String() string {
@@ -33,6 +34,8 @@ func (o Op) String() string {
 		return "sync"
 	case OpDiscard:
 		return "discard"
+	case OpPoll:
+		return "poll"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -189,6 +192,10 @@ func validate(req *Request, align Alignment, bufs [][]byte, nfiles int) error {
 		if req.Offset < 0 || req.Length <= 0 {
 			return fmt.Errorf("discard of %d bytes at offset %d: offset and length must be positive", req.Length, req.Offset)
 		}
+	case OpPoll:
+		if req.Length <= 0 || req.Length > math.MaxUint16 {
+			return fmt.Errorf("poll for events %#x: want a non-empty 16-bit mask", req.Length)
+		}
 	default:
 		return fmt.Errorf("unknown operation %v", req.Op)
 	}
@@ -278,6 +285,8 @@ func (e *ringEngine) SubmitWait(reqs []Request, wait int) (int, error) {
 			sqe.PrepFsync(req.Fd, FsyncDatasync, ud)
 		case OpDiscard:
 			sqe.PrepDiscard(req.Fd, req.Offset, req.Length, ud)
+		case OpPoll:
+			sqe.PrepPollAdd(req.Fd, uint32(req.Length), ud)
 		}
 		if req.FixedFile && req.Op != OpNop {
 			sqe.SetFixedFile()

@@ -565,3 +565,44 @@ func TestSubmitWait(t *testing.T) {
 		}
 	})
 }
+
+// TestEnginePoll: a poll completes with the events that hold: at once when one holds already,
+// else when it comes (io_uring; the synchronous engine waits in Submit, so it is asked only
+// about an event that holds).
+func TestEnginePoll(t *testing.T) {
+	forEachEngine(t, Config{}, func(t *testing.T, e Engine) {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		got := submitBatch(t, e, []Request{{Op: OpPoll, Fd: int32(p[1]), Length: unix.POLLOUT, UserData: 1}})
+		if got[1].Res&unix.POLLOUT == 0 {
+			t.Errorf("poll for room in an empty pipe: result %#x", got[1].Res)
+		}
+		if e.Kind() == KindURing {
+			if n, err := e.Submit([]Request{{Op: OpPoll, Fd: int32(p[0]), Length: unix.POLLIN, UserData: 2}}); n != 1 || err != nil {
+				t.Fatal(n, err)
+			}
+			out := make([]CQE, 1)
+			if n, _ := e.Reap(out, 0); n != 0 {
+				t.Fatalf("poll for input on an empty pipe completed: %#x", out[0].Res)
+			}
+		}
+		if _, err := unix.Write(p[1], []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind() != KindURing {
+			submitBatch(t, e, []Request{{Op: OpPoll, Fd: int32(p[0]), Length: unix.POLLIN, UserData: 2}})
+			return
+		}
+		out := make([]CQE, 1)
+		if n, err := e.Reap(out, 1); n != 1 || err != nil || out[0].UserData != 2 || out[0].Res&unix.POLLIN == 0 {
+			t.Fatalf("poll for input after a write: %d completions, %+v, %v", n, out[0], err)
+		}
+		if _, err := e.Submit([]Request{{Op: OpPoll, Fd: 0, Length: 0}}); err == nil {
+			t.Error("a poll without events was accepted")
+		}
+	})
+}

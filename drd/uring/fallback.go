@@ -67,6 +67,12 @@ func (e *syncEngine) do(req *Request) int32 {
 			err = unix.Fdatasync(fd)
 		case OpDiscard:
 			err = unix.Fallocate(fd, DiscardMode, req.Offset, req.Length)
+		case OpPoll:
+			// Synchronous like the rest: waits here until an event holds.
+			p := []unix.PollFd{{Fd: int32(fd), Events: int16(req.Length)}}
+			if _, err = unix.Poll(p, -1); err == nil {
+				return int32(uint16(p[0].Revents))
+			}
 		}
 		if err != unix.EINTR {
 			break

@@ -75,6 +75,16 @@ func (s *SQE) PrepDiscard(fd int32, off, length int64, userData uint64) {
 	s.PrepFallocate(fd, DiscardMode, off, length, userData)
 }
 
+// PrepPollAdd prepares a one-shot wait until fd reports one of the poll events in mask
+// (IORING_OP_POLL_ADD; POLLIN, POLLOUT, ...). The result is the events that happened; it
+// completes at once when one of them holds already.
+func (s *SQE) PrepPollAdd(fd int32, mask uint32, userData uint64) {
+	s.Opcode = opPollAdd
+	s.Fd = fd
+	s.OpFlags = mask // poll32_events, little endian
+	s.UserData = userData
+}
+
 // PrepCancel prepares the cancellation of the request with user data target
 // (IORING_OP_ASYNC_CANCEL). Its own result is 0, or -ENOENT, or -EALREADY when the request is
 // already running and cannot be stopped.

@@ -66,6 +66,7 @@ const (
 	opFsync       = 3  // IORING_OP_FSYNC
 	opReadFixed   = 4  // IORING_OP_READ_FIXED
 	opWriteFixed  = 5  // IORING_OP_WRITE_FIXED
+	opPollAdd     = 6  // IORING_OP_POLL_ADD
 	opAsyncCancel = 14 // IORING_OP_ASYNC_CANCEL
 	opFallocate   = 17 // IORING_OP_FALLOCATE
 	opRead        = 22 // IORING_OP_READ

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
+	"unsafe"
 )
 
 // Conn is a message stream: the part of the cluster transport's Conn (vigil/control/transport)
@@ -39,7 +41,74 @@ type FrameConn struct {
 
 // NewFrameConn wraps c.
 func NewFrameConn(c net.Conn) *FrameConn {
-	return &FrameConn{c: c, r: bufio.NewReaderSize(c, 256<<10), w: bufio.NewWriterSize(c, 256<<10)}
+	var r io.Reader = c
+	var w io.Writer = c
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r, w = rawReader{rc}, rawWriter{rc}
+		}
+	}
+	return &FrameConn{c: c, r: bufio.NewReaderSize(r, 256<<10), w: bufio.NewWriterSize(w, 256<<10)}
+}
+
+// rawReader and rawWriter do a socket's reads and writes as raw system calls, waiting in Go's
+// network poller like net.Conn when the socket has nothing to give or no room: the socket is
+// non-blocking, so neither call blocks. A plain net.Conn read or write goes through the
+// runtime's syscall entry, which wakes the runtime's monitor thread when the process was idle:
+// at queue depth 1, where the process is idle between every request and its reply, that is one
+// more wake-up of another CPU per request.
+type rawReader struct{ rc syscall.RawConn }
+
+func (r rawReader) Read(p []byte) (int, error) {
+	var n int
+	var errno syscall.Errno
+	err := r.rc.Read(func(fd uintptr) bool {
+		for {
+			r0, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+			if e == syscall.EINTR {
+				continue
+			}
+			n, errno = int(r0), e
+			return e != syscall.EAGAIN
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, errno
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+type rawWriter struct{ rc syscall.RawConn }
+
+func (w rawWriter) Write(p []byte) (int, error) {
+	done := 0
+	var errno syscall.Errno
+	err := w.rc.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			rest := p[done:]
+			r0, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)))
+			switch e {
+			case 0:
+				done += int(r0)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	return done, err
 }
 
 // Send writes one message.
@@ -81,6 +150,14 @@ func (f *FrameConn) Recv(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("recv: frame of %d bytes: %w", n, err)
 	}
 	return m, nil
+}
+
+// Detach returns the connection under f and the bytes f has read from it but not returned yet,
+// for a caller that takes over reading the stream (frames continue in the same format). f must
+// not be read from afterwards; Send and Close still work.
+func (f *FrameConn) Detach() (net.Conn, []byte) {
+	b, _ := f.r.Peek(f.r.Buffered())
+	return f.c, b
 }
 
 // Close closes the socket.

@@ -206,6 +206,7 @@ func (l *sockLoop) parse() {
 	for l.taking() && !l.halted {
 		avail := l.rbuf[l.rhead:l.rtail]
 		if len(avail) < 4 {
+			l.compact(avail) // part of a length header may sit at the buffer's very end
 			break
 		}
 		n := int(binary.LittleEndian.Uint32(avail))
@@ -214,10 +215,7 @@ func (l *sockLoop) parse() {
 			return
 		}
 		if len(avail) < 4+n {
-			if l.rhead > 0 && l.rtail == len(l.rbuf) {
-				l.rtail = copy(l.rbuf, avail)
-				l.rhead = 0
-			}
+			l.compact(avail)
 			break
 		}
 		m := avail[4 : 4+n]
@@ -253,6 +251,16 @@ func (l *sockLoop) parse() {
 	}
 	if l.rhead == l.rtail {
 		l.rhead, l.rtail = 0, 0
+	}
+}
+
+// compact moves an incomplete frame (avail, the unparsed rest) to the front of the receive
+// buffer when it reaches the buffer's end, so that the next read has room for the rest of it:
+// without room no read is armed, and the loop would end the session with nothing to wait for.
+func (l *sockLoop) compact(avail []byte) {
+	if l.rhead > 0 && l.rtail == len(l.rbuf) {
+		l.rtail = copy(l.rbuf, avail)
+		l.rhead = 0
 	}
 }
 

@@ -67,8 +67,9 @@ type received struct {
 }
 
 type outMsg struct {
-	data []byte
-	snap bool
+	data     []byte
+	snap     bool
+	election bool // one of an election's messages (logged when it cannot be sent)
 }
 
 const (
@@ -168,9 +169,24 @@ func (r *Replica) step(in received) {
 		r.core.StreamClosed(in.closed)
 		return
 	}
+	if electionMsg(in.m.GetType()) {
+		r.log.Debug("raft election message in", "from", in.m.GetFrom(), "type", in.m.GetType().String(),
+			"term", in.m.GetTerm(), "reject", in.m.GetReject())
+	}
 	if err := r.core.Step(in.m); err != nil && !errors.Is(err, ErrFaulted) {
 		r.log.Debug("raft message refused", "from", in.m.GetFrom(), "type", in.m.GetType().String(), "err", err)
 	}
+}
+
+// electionMsg reports whether t is one of the messages of an election. They are few (a
+// handful per election), and a slow failover's trace needs each of them: the driver logs them
+// (debug) as they come in and go out.
+func electionMsg(t raftpb.MessageType) bool {
+	switch t {
+	case raftpb.MsgPreVote, raftpb.MsgPreVoteResp, raftpb.MsgVote, raftpb.MsgVoteResp:
+		return true
+	}
+	return false
 }
 
 // process runs the core's Ready and dispatches its output. r.mu is held.
@@ -290,9 +306,18 @@ func (r *Replica) send(m *raftpb.Message) {
 		r.peers[to] = p
 		r.wg.Go(func() { r.sender(r.ctx, p) })
 	}
+	election := electionMsg(m.GetType())
 	select {
-	case p.queue <- outMsg{data: data, snap: m.GetType() == raftpb.MsgSnap}:
+	case p.queue <- outMsg{data: data, snap: m.GetType() == raftpb.MsgSnap, election: election}:
+		if election {
+			r.log.Debug("raft election message out", "to", to, "type", m.GetType().String(),
+				"term", m.GetTerm(), "reject", m.GetReject())
+		}
 	default:
+		if election {
+			r.log.Debug("raft election message dropped: the peer's queue is full", "to", to,
+				"type", m.GetType().String(), "term", m.GetTerm())
+		}
 		r.core.ReportUnreachable(to)
 		if m.GetType() == raftpb.MsgSnap {
 			r.core.ReportSnapshot(to, false)
@@ -353,6 +378,9 @@ func (r *Replica) sender(ctx context.Context, p *peerSender) {
 			}
 		}
 		if !sent {
+			if m.election {
+				r.log.Debug("raft election message not sent: no stream to the peer", "to", p.id)
+			}
 			r.unreachable(p.id, m.snap)
 			if conn == nil && ctx.Err() == nil {
 				// Drop what is queued meanwhile: raft re-sends on its own.
@@ -393,6 +421,9 @@ func (r *Replica) drain(p *peerSender) {
 		case m := <-p.queue:
 			if m.snap {
 				r.unreachable(p.id, true)
+			}
+			if m.election {
+				r.log.Debug("raft election message dropped: the peer was unreachable", "to", p.id)
 			}
 		default:
 			return

@@ -92,10 +92,7 @@ func cdfSVG(title string, panels []cdfPanel) string {
 	width, height := panelW, panelH*len(panels)+40
 
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n",
-		width, height, width, height)
-	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
-	fmt.Fprintf(&b, `<text x="%d" y="24" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, xmlEscaper.Replace(title))
+	svgHeader(&b, width, height, title)
 	for i, p := range panels {
 		fmt.Fprintf(&b, `<g transform="translate(0,%d)">`+"\n", 40+i*panelH)
 		fmt.Fprintf(&b, `<text x="%d" y="20" text-anchor="middle" font-size="13" font-weight="bold">%s</text>`+"\n", plotL+int(plotW)/2, xmlEscaper.Replace(p.title))
@@ -211,10 +208,7 @@ func barSVG(title, unit string, series []string, panels []barPanel) string {
 	legendRows := (len(series) + 2) / 3
 	height := top + ph + 50 + legendRows*legendDY + 20
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n",
-		width, height, width, height)
-	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
-	fmt.Fprintf(&b, `<text x="%d" y="24" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, xmlEscaper.Replace(title))
+	svgHeader(&b, width, height, title)
 	for i, p := range panels {
 		hi := 0.0
 		for _, vs := range p.values {
@@ -289,4 +283,12 @@ func shortNum(v float64) string {
 		return fmt.Sprintf("%.1fk", v/1000)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// svgHeader opens a plot's SVG document: its size, a white background and the title.
+func svgHeader(b *strings.Builder, width, height int, title string) {
+	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n",
+		width, height, width, height)
+	fmt.Fprintf(b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	fmt.Fprintf(b, `<text x="%d" y="24" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, xmlEscaper.Replace(title))
 }

@@ -47,6 +47,18 @@ func (h *harness) converge(ids ...uint64) {
 	h.t.Fatalf("no convergence of %v: %s", ids, why)
 }
 
+// followers returns the two nodes of a 3-node harness other than lead, in id order: the
+// first in line and the second.
+func (h *harness) followers(lead uint64) (first, second uint64) {
+	var rest []uint64
+	for id := uint64(1); id <= 3; id++ {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	return rest[0], rest[1]
+}
+
 // do runs f on node id and waits for the Done of the sequence number it returns.
 func (h *harness) do(id uint64, f func(c *Core) (uint64, error)) (Done, error) {
 	h.t.Helper()

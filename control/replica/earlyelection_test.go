@@ -184,13 +184,7 @@ func TestHeldPreVoteAnsweredWhenLeaderGone(t *testing.T) {
 	h := newHarness(t, SimOptions{Nodes: 3, Seed: 2}) // no heartbeat reports: the test makes them
 	h.converge(1, 2, 3)
 	lead := h.s.Leader()
-	var rest []uint64
-	for id := uint64(1); id <= 3; id++ {
-		if id != lead {
-			rest = append(rest, id)
-		}
-	}
-	first, second := rest[0], rest[1]
+	first, second := h.followers(lead)
 	h.s.Crash(lead)
 	if err := h.s.Do(first, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
 		t.Fatal(err)
@@ -227,13 +221,7 @@ func TestStalledLeaderAndCampaigningVoter(t *testing.T) {
 			h := newHarness(t, SimOptions{Nodes: 3, Seed: 3, ElectionTick: 50}) // no heartbeat reports: the test makes them
 			h.converge(1, 2, 3)
 			lead := h.s.Leader()
-			var rest []uint64
-			for id := uint64(1); id <= 3; id++ {
-				if id != lead {
-					rest = append(rest, id)
-				}
-			}
-			first, second := rest[0], rest[1]
+			first, second := h.followers(lead)
 			h.s.Crash(lead)
 			report := func(id uint64, f func(c *Core)) {
 				if err := h.s.Do(id, func(c *Core) error { f(c); return nil }); err != nil {
@@ -274,13 +262,7 @@ func TestLostVoteRequestAskedAgain(t *testing.T) {
 			h := newHarness(t, SimOptions{Nodes: 3, Seed: 4, ElectionTick: 50}) // no heartbeat reports: the test makes them
 			h.converge(1, 2, 3)
 			lead := h.s.Leader()
-			var rest []uint64
-			for id := uint64(1); id <= 3; id++ {
-				if id != lead {
-					rest = append(rest, id)
-				}
-			}
-			first, second := rest[0], rest[1]
+			first, second := h.followers(lead)
 			lost := 0
 			h.s.Drop = func(m *raftpb.Message) bool {
 				if m.GetType() == raftpb.MsgVote && m.GetFrom() == first && lost == 0 {
@@ -290,7 +272,7 @@ func TestLostVoteRequestAskedAgain(t *testing.T) {
 				return false
 			}
 			h.s.Crash(lead)
-			for _, id := range rest {
+			for _, id := range []uint64{first, second} {
 				if err := h.s.Do(id, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
 					t.Fatal(err)
 				}

@@ -669,7 +669,25 @@ func (c *Core) noQuorum() error {
 // proposals, reads, quorum and this node's membership record. An error means the storage
 // failed or an entry cannot be applied by this build: the core is faulted and takes no
 // further part (it keeps serving stale reads).
-func (c *Core) Ready() (Output, error) {
+//
+// Ready is ReadyTo(nil): every message waits for the save.
+func (c *Core) Ready() (Output, error) { return c.ReadyTo(nil) }
+
+// ReadyTo is Ready, but hands early, before each save, the messages raft lets go before its
+// state is durable: all but the answers (MsgAppResp, MsgVoteResp, MsgPreVoteResp), which
+// acknowledge what the save makes durable and stay in Output.Messages. So a new candidate's
+// vote requests and a leader's appends travel while its own fsync runs, and a failover waits
+// for the fsyncs of the voter and the follower only, not for two more of its own (the Raft
+// thesis, 10.2.1; raft's msgs and msgsAfterAppend, which its asynchronous storage mode sends
+// the same way). It is safe because raft counts this node's own vote and its own append only
+// when they come back to it on Advance, after the save: nothing is decided on state a crash
+// could lose. A crash between the early messages and the save leaves peers holding a vote
+// request or entries this node forgot, which raft allows (a restarted node may campaign
+// again in a term it forgot, and a follower's uncommitted entries may be overwritten).
+//
+// early runs between raft's Ready and its Advance: it must only queue the message, not call
+// back into the Core.
+func (c *Core) ReadyTo(early func(*raftpb.Message)) (Output, error) {
 	var out Output
 	out.Notes, c.pending = c.pending, nil
 	if c.fault != nil {
@@ -684,7 +702,7 @@ func (c *Core) Ready() (Output, error) {
 		if !c.rn.HasReady() {
 			break
 		}
-		if err := c.readyOnce(&out); err != nil {
+		if err := c.readyOnce(&out, early); err != nil {
 			return out, err
 		}
 	}
@@ -694,13 +712,25 @@ func (c *Core) Ready() (Output, error) {
 	return out, nil
 }
 
-// readyOnce handles one raft Ready: save, collect the messages, apply, advance.
-func (c *Core) readyOnce(out *Output) error {
+// readyOnce handles one raft Ready: hand early the messages that may go before the save
+// (if early is set), save, collect the other messages, apply, advance.
+func (c *Core) readyOnce(out *Output, early func(*raftpb.Message)) error {
 	rd := c.rn.Ready()
+	after := rd.Messages
+	if early != nil {
+		after = nil
+		for _, m := range rd.Messages {
+			if ackOfSave(m.GetType()) {
+				after = append(after, m)
+			} else {
+				early(m)
+			}
+		}
+	}
 	if err := c.cfg.Storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
 		return c.fail(out, fmt.Errorf("save raft state: %w", err))
 	}
-	out.Messages = append(out.Messages, rd.Messages...)
+	out.Messages = append(out.Messages, after...)
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		st, err := clusterdb.Restore(rd.Snapshot.GetData())
 		if err != nil {
@@ -726,6 +756,17 @@ func (c *Core) readyOnce(out *Output) error {
 	}
 	c.rn.Advance(rd)
 	return nil
+}
+
+// ackOfSave reports whether a message of type t answers a peer with what this node's save
+// makes durable (an append, a vote): it must wait for the save. These are the types raft
+// itself holds back until the save (its msgsAfterAppend).
+func ackOfSave(t raftpb.MessageType) bool {
+	switch t {
+	case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
+		return true
+	}
+	return false
 }
 
 func (c *Core) fail(out *Output, err error) error {

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -41,6 +42,9 @@ type SimNode struct {
 	Core    *Core
 	Storage *MemoryStorage
 	Up      bool
+	// crashAtSave: the node crashes in its next Ready, after the messages raft lets go before
+	// the save went out, before the save.
+	crashAtSave bool
 	// checked is the highest committed index already compared with the cluster's history;
 	// hashed the applied index whose database was compared last.
 	checked, hashed uint64
@@ -87,6 +91,8 @@ type Sim struct {
 // SimStats count what a run exercised.
 type SimStats struct {
 	Messages, Dropped, Crashes, Partitions, Elections, EarlyCampaigns, Snapshots, Committed int
+	// SaveCrashes counts the crashes between a Ready's early messages and its save.
+	SaveCrashes int
 }
 
 // simFin is the end of node from's raft stream reaching node to in round at.
@@ -150,7 +156,7 @@ func (s *Sim) start(n *SimNode) error {
 		role = clusterdb.RoleWitness
 	}
 	c, err := NewCore(Config{
-		ID: n.ID, Name: SimNodeName(n.ID), Role: role, Storage: n.Storage,
+		ID: n.ID, Name: SimNodeName(n.ID), Role: role, Storage: simStorage{n.Storage, n},
 		ElectionTick: s.Opts.ElectionTick, HeartbeatTick: s.Opts.HeartbeatTick,
 		SnapshotEntries: s.Opts.SnapshotEntries, KeepEntries: s.Opts.KeepEntries,
 		SeqStart: uint64(s.Round+1) << 32,
@@ -187,9 +193,35 @@ func (s *Sim) Crash(id uint64) {
 	if !n.Up {
 		return
 	}
-	n.Up = false
+	n.Up, n.crashAtSave = false, false
 	n.Core = nil
 	s.Stats.Crashes++
+}
+
+// CrashAtSave makes node id crash in its next Ready that saves, between the messages raft
+// lets go before its state is durable (a candidate's vote requests, a leader's appends: see
+// Core.ReadyTo) and the save: they are on their way, what they follow from is lost.
+func (s *Sim) CrashAtSave(id uint64) {
+	if n := s.Node(id); n.Up {
+		n.crashAtSave = true
+	}
+}
+
+// errSimCrash is the save of a node that crashes at it (CrashAtSave).
+var errSimCrash = errors.New("sim: crashed before the save")
+
+// simStorage is a node's MemoryStorage, with the crash of CrashAtSave.
+type simStorage struct {
+	*MemoryStorage
+	n *SimNode
+}
+
+func (st simStorage) Save(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftpb.Snapshot) error {
+	if st.n.crashAtSave {
+		st.n.crashAtSave = false
+		return errSimCrash
+	}
+	return st.MemoryStorage.Save(hs, ents, snap)
 }
 
 // Kill stops node id's daemon as kill -9 does: like Crash, but its kernel keeps answering, so
@@ -383,7 +415,9 @@ func (s *Sim) round() error {
 
 func (s *Sim) deliver(m *raftpb.Message) error {
 	from, to := s.Node(m.GetFrom()), s.Node(m.GetTo())
-	ok := s.Connected(from.ID, to.ID) && (s.Opts.Loss == 0 || s.Rng.Float64() >= s.Opts.Loss) && (s.Drop == nil || !s.Drop(m))
+	// A message on its way arrives even if its sender has crashed since (the early messages of
+	// a node that crashed at its save: CrashAtSave).
+	ok := to.Up && s.sameGroup(from.ID, to.ID) && (s.Opts.Loss == 0 || s.Rng.Float64() >= s.Opts.Loss) && (s.Drop == nil || !s.Drop(m))
 	if m.GetType() == raftpb.MsgSnap && from.Up {
 		from.Core.ReportSnapshot(to.ID, ok)
 		if ok {
@@ -440,6 +474,9 @@ func (s *Sim) detect() error {
 				if err := s.ready(a); err != nil {
 					return err
 				}
+				if !a.Up {
+					break // it crashed at its save (CrashAtSave)
+				}
 			}
 			if !s.reported[k] && s.Round-since >= s.Opts.DetectRounds {
 				s.reported[k] = true
@@ -451,6 +488,9 @@ func (s *Sim) detect() error {
 				}
 				if err := s.ready(a); err != nil {
 					return err
+				}
+				if !a.Up {
+					break
 				}
 			}
 		}
@@ -472,27 +512,45 @@ func (s *Sim) note(id uint64, n Note) {
 	}
 }
 
+// ready runs node n's Ready the way the daemon does (Core.ReadyTo): the messages raft lets
+// go before the save are posted first, the others after it.
 func (s *Sim) ready(n *SimNode) error {
-	out, err := n.Core.Ready()
+	out, err := n.Core.ReadyTo(s.post)
 	for _, note := range out.Notes {
 		s.note(n.ID, note)
+	}
+	if errors.Is(err, errSimCrash) {
+		// Its clients learn nothing more: their writes' outcomes are unknown.
+		s.done(n.ID, out.Done)
+		s.Crash(n.ID)
+		s.Stats.SaveCrashes++
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("node %d: %w", n.ID, err)
 	}
 	for _, m := range out.Messages {
-		delay := 0
-		if s.Opts.MaxDelay > 0 {
-			delay = s.Rng.IntN(s.Opts.MaxDelay + 1)
-		}
-		s.queue = append(s.queue, simMsg{m: m, at: s.Round + delay})
+		s.post(m)
 	}
-	for _, d := range out.Done {
-		if s.OnDone != nil {
-			s.OnDone(n.ID, d)
-		}
-	}
+	s.done(n.ID, out.Done)
 	return s.check(n)
+}
+
+// post puts m on the network, with a random delay.
+func (s *Sim) post(m *raftpb.Message) {
+	delay := 0
+	if s.Opts.MaxDelay > 0 {
+		delay = s.Rng.IntN(s.Opts.MaxDelay + 1)
+	}
+	s.queue = append(s.queue, simMsg{m: m, at: s.Round + delay})
+}
+
+func (s *Sim) done(id uint64, ds []Done) {
+	for _, d := range ds {
+		if s.OnDone != nil {
+			s.OnDone(id, d)
+		}
+	}
 }
 
 // check verifies the safety properties on node n after a Ready.

@@ -179,11 +179,16 @@ func (sc *schedule) run(rounds int) {
 			}
 		}
 		switch r := s.Rng.IntN(1000); {
-		case r < 8:
+		case r < 5:
 			sc.crash(uint64(1 + s.Rng.IntN(len(s.Nodes))))
+		case r < 8:
+			// In the middle of its next Ready: its early messages out, its save lost.
+			s.CrashAtSave(uint64(1 + s.Rng.IntN(len(s.Nodes))))
 		case r < 11:
-			if l := s.Leader(); l != 0 {
+			if l := s.Leader(); l != 0 && r < 10 {
 				sc.crash(l)
+			} else if l != 0 {
+				s.CrashAtSave(l)
 			}
 		case r < 14:
 			if l := s.Leader(); l != 0 {
@@ -345,7 +350,7 @@ func TestSimSchedules(t *testing.T) {
 		s.Stats.add(&total)
 	}
 	t.Logf("%d schedules in %v: %d client operations, %+v", n, time.Since(start).Round(time.Millisecond), ops, total)
-	if total.Crashes == 0 || total.Snapshots == 0 || total.EarlyCampaigns == 0 || total.Partitions == 0 || total.Dropped == 0 {
+	if total.Crashes == 0 || total.SaveCrashes == 0 || total.Snapshots == 0 || total.EarlyCampaigns == 0 || total.Partitions == 0 || total.Dropped == 0 {
 		t.Fatalf("weak schedules: %+v", total)
 	}
 }
@@ -354,6 +359,7 @@ func (s SimStats) add(t *SimStats) {
 	t.Messages += s.Messages
 	t.Dropped += s.Dropped
 	t.Crashes += s.Crashes
+	t.SaveCrashes += s.SaveCrashes
 	t.Partitions += s.Partitions
 	t.Elections += s.Elections
 	t.EarlyCampaigns += s.EarlyCampaigns

@@ -676,10 +676,11 @@ func (c *Core) Ready() (Output, error) { return c.ReadyTo(nil) }
 // ReadyTo is Ready, but hands early, before each save, the messages raft lets go before its
 // state is durable: all but the answers (MsgAppResp, MsgVoteResp, MsgPreVoteResp), which
 // acknowledge what the save makes durable and stay in Output.Messages. So a new candidate's
-// vote requests and a leader's appends travel while its own fsync runs, and a failover waits
-// for the fsyncs of the voter and the follower only, not for two more of its own (the Raft
-// thesis, 10.2.1; raft's msgs and msgsAfterAppend, which its asynchronous storage mode sends
-// the same way). It is safe because raft counts this node's own vote and its own append only
+// vote requests and a leader's appends travel while its own fsync runs: the fsync overlaps
+// the round trip to the peers (and their fsyncs) instead of preceding it (the Raft thesis,
+// 10.2.1; raft's msgs and msgsAfterAppend, which its asynchronous storage mode sends the same
+// way). A slow fsync still holds the node back: its own vote and append count only once
+// saved. It is safe because raft counts this node's own vote and its own append only
 // when they come back to it on Advance, after the save: nothing is decided on state a crash
 // could lose. A crash between the early messages and the save leaves peers holding a vote
 // request or entries this node forgot, which raft allows (a restarted node may campaign

@@ -14,7 +14,11 @@
 //
 //  1. Storage.Save(HardState, Entries, Snapshot): durable when it returns;
 //  2. the Ready's messages are collected into Output.Messages, which the caller sends after
-//     Ready returns, that is after the Save;
+//     Ready returns, that is after the Save. With ReadyTo (what Replica and Sim use), the
+//     messages raft lets go before the save (all but MsgAppResp, MsgVoteResp and
+//     MsgPreVoteResp) are handed to the caller before step 1, so a candidate's vote requests
+//     and a leader's appends travel while its fsync runs; raft counts the node's own vote and
+//     append only on Advance, after the save;
 //  3. the snapshot (if any) replaces the State, and the committed entries are applied:
 //     normal entries through clusterdb.State.Apply, configuration changes through
 //     RawNode.ApplyConfChange after the database part in their context was applied;

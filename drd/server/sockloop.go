@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -41,13 +42,14 @@ type sockLoop struct {
 
 	rbuf         []byte // received bytes: rbuf[rhead:rtail] are not parsed yet
 	rhead, rtail int
-	wbuf         []byte // replies not written yet
-	pollIn       bool   // a poll for input is in flight
-	pollOut      bool   // a poll for room to write is in flight
-	eof          bool   // no more input: the client closed, the stream broke or the session is stopping
-	halted       bool   // no more requests taken, not even those received (the stream is broken)
-	broken       bool   // a write failed: replies are dropped
-	err          error  // why the session ends
+	wbuf         []byte    // replies not written yet
+	pollIn       bool      // a poll for input is in flight
+	pollOut      bool      // a poll for room to write is in flight
+	eof          bool      // no more input: the client closed, the stream broke or the session is stopping
+	halted       bool      // no more requests taken, not even those received (the stream is broken)
+	broken       bool      // a write failed: replies are dropped
+	err          error     // why the session ends
+	yielded      time.Time // when the loop last gave its thread back to the Go scheduler (see submit)
 }
 
 // User data of the two poll requests; disk requests count up from 1.
@@ -339,10 +341,35 @@ func (l *sockLoop) fill() {
 	}
 }
 
-// submit starts the queued requests and, unless input is waiting in the buffer, waits for one
-// completion in the same system call.
+// yieldEvery is how long the loop runs at most without passing through the Go scheduler. Go's
+// monitor thread (sysmon) takes the processor (P) away from a goroutine that sits in a system
+// call when that P has not scheduled a goroutine for 10 ms, and a goroutine locked to its thread
+// that only ever blocks in system calls never does: once past 10 ms, every wait of the loop lost
+// its P to the monitor, which then polled every 20 µs instead of backing off to 10 ms, each
+// time handing the P to another thread. At queue depth 1 that was about one wake-up of the
+// monitor and one of another thread per request on a 2-CPU machine (see bench/README.md,
+// ### drd). A Gosched every few milliseconds keeps the P's schedule tick fresh; on a locked
+// thread it costs about 20 µs (a hand-off of the P to another thread and back).
+const yieldEvery = 2 * time.Millisecond
+
+// gosched is runtime.Gosched; tests count the loop's calls.
+var gosched = runtime.Gosched
+
+// submit starts the queued requests and waits for one completion in the same system call. If
+// the loop is due to pass through the scheduler, it first submits without waiting (so the disk
+// works meanwhile) and yields.
 func (l *sockLoop) submit() {
-	wait := 1
+	if now := time.Now(); now.Sub(l.yielded) >= yieldEvery {
+		l.submitWait(0)
+		gosched()
+		l.yielded = time.Now()
+	}
+	l.submitWait(1)
+}
+
+// submitWait starts the queued requests and, if wait is 1, waits for one completion in the same
+// system call.
+func (l *sockLoop) submitWait(wait int) {
 	for len(l.reqs) > 0 || wait > 0 {
 		n, err := l.eng.SubmitWait(l.reqs, wait)
 		wait = 0

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,6 +127,37 @@ func TestSocketSlowReader(t *testing.T) {
 	}
 	if err := <-sent; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSocketLoopYields: a socket session that serves one request after another passes through
+// the Go scheduler at least every yieldEvery. Without it, a goroutine locked to its thread that
+// only blocks in system calls has its processor taken by Go's monitor thread on every wait once
+// 10 ms passed (bench/README.md, ### drd): the first wait yields, and a request submitted more
+// than yieldEvery later yields again.
+func TestSocketLoopYields(t *testing.T) {
+	requireRing(t)
+	var yields atomic.Int64
+	gosched = func() { yields.Add(1); runtime.Gosched() }
+	defer func() { gosched = runtime.Gosched }()
+	s, _ := newTestServer(t, false)
+	c, _, _ := dialSocket(t, s)
+	c.hello("d0", wire.Version)
+	data := bytes.Repeat([]byte{0x5a}, 4096)
+	write := func(tag uint64) {
+		if r := c.do(wire.Request{Op: wire.OpWrite, Epoch: 7, Tag: tag, Offset: 4096 * (tag % 16), Length: 4096, Data: data}); r.Status != wire.StatusOK {
+			t.Fatalf("write %d: %v", tag, r.Status)
+		}
+	}
+	write(1) // the loop yielded before it took this request
+	first := time.Now()
+	tag := uint64(2)
+	for ; time.Since(first) < 5*yieldEvery; tag++ {
+		write(tag)
+	}
+	write(tag) // submitted more than yieldEvery after the first yield
+	if n := yields.Load(); n < 2 {
+		t.Errorf("%d yields in %d requests over %v, want at least 2", n, tag, time.Since(first).Round(time.Millisecond))
 	}
 }
 

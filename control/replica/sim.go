@@ -207,6 +207,14 @@ func (s *Sim) CrashAtSave(id uint64) {
 	}
 }
 
+// DisarmCrashAtSave withdraws every CrashAtSave not yet carried out (before a liveness check,
+// which must not lose a node to a crash armed earlier).
+func (s *Sim) DisarmCrashAtSave() {
+	for _, n := range s.Nodes {
+		n.crashAtSave = false
+	}
+}
+
 // errSimCrash is the save of a node that crashes at it (CrashAtSave).
 var errSimCrash = errors.New("sim: crashed before the save")
 

@@ -222,6 +222,7 @@ func (sc *schedule) run(rounds int) {
 		}
 		sc.must(s.Run(1))
 	}
+	s.DisarmCrashAtSave() // what follows checks liveness: no armed crash may strike then
 }
 
 func (sc *schedule) must(err error) {

@@ -217,16 +217,17 @@ func electionMsg(t raftpb.MessageType) bool {
 // others after it. r.mu is held.
 func (r *Replica) process() {
 	var unsent []*raftpb.Message
-	out, err := r.core.ReadyTo(func(m *raftpb.Message) {
+	queue := func(m *raftpb.Message) {
 		if !r.enqueue(m) {
 			unsent = append(unsent, m)
 		}
-	})
+	}
+	out, err := r.core.ReadyTo(queue)
+	for _, m := range out.Messages {
+		queue(m)
+	}
 	for _, m := range unsent {
 		r.dropped(m)
-	}
-	for _, m := range out.Messages {
-		r.send(m)
 	}
 	for _, d := range out.Done {
 		if ch, ok := r.waiters[d.Seq]; ok {
@@ -320,15 +321,6 @@ func (r *Replica) logNote(n Note) {
 	}
 }
 
-// send queues m for its peer; a full queue drops it (raft re-sends) and reports the peer
-// unreachable. r.mu is held: raft's messages are marshalled here, inside the loop, as raft's
-// doc.go asks.
-func (r *Replica) send(m *raftpb.Message) {
-	if !r.enqueue(m) {
-		r.dropped(m)
-	}
-}
-
 // dropped tells raft that m did not go: the peer is unreachable, and so is a snapshot.
 func (r *Replica) dropped(m *raftpb.Message) {
 	r.core.ReportUnreachable(m.GetTo())
@@ -338,8 +330,10 @@ func (r *Replica) dropped(m *raftpb.Message) {
 }
 
 // enqueue queues m for its peer and reports whether it was queued (false: the peer's queue
-// is full, or m could not be marshalled). It does not call into the core, so it may run in the
-// middle of a Ready (Core.ReadyTo's early messages). r.mu is held.
+// is full, or m could not be marshalled; raft re-sends, and process reports the peer
+// unreachable). It does not call into the core, so it may run in the middle of a Ready
+// (Core.ReadyTo's early messages). r.mu is held: raft's messages are marshalled here, inside
+// the loop, as raft's doc.go asks.
 func (r *Replica) enqueue(m *raftpb.Message) bool {
 	to := m.GetTo()
 	if to == r.self {

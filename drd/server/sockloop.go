@@ -359,7 +359,7 @@ var gosched = runtime.Gosched
 // the loop is due to pass through the scheduler, it first submits without waiting (so the disk
 // works meanwhile) and yields.
 func (l *sockLoop) submit() {
-	if now := time.Now(); now.Sub(l.yielded) >= yieldEvery {
+	if time.Since(l.yielded) >= yieldEvery {
 		l.submitWait(0)
 		gosched()
 		l.yielded = time.Now()

@@ -49,7 +49,13 @@ type cutResult struct {
 // runCuts starts a 3-node cluster at 1 ms × 3 with the bench streams from node 1 to node 2,
 // cuts node 1's carrying link n times, and returns what each cut did to the TCP counters of
 // nodes 1 and 2, with the packet trace of both nodes' links when trace is set.
-func runCuts(t *testing.T, n int, args []string, trace bool) ([]cutResult, []segment) {
+//
+// A run is void (void names why) when node 1 or node 2 declared the other down: at 1 ms × 3 a
+// daemon that a loaded machine holds off its CPU for a few milliseconds can see its peer silent
+// on the link the cut left, and a peer-down verdict breaks the streams to that peer on purpose
+// (cmd/vigild clusterHeartbeat), losing what they carried. What such verdicts cost is measured by
+// the heartbeat benchmark's false-positive counts; this test is about the cuts.
+func runCuts(t *testing.T, n int, args []string, trace bool) (_ []cutResult, _ []segment, void string) {
 	t.Helper()
 	dir1, dir2 := t.TempDir(), t.TempDir()
 	c := vcluster.New(t, vcluster.Options{
@@ -94,6 +100,7 @@ func runCuts(t *testing.T, n int, args []string, trace bool) ([]cutResult, []seg
 	}
 	defer stopCapture()
 	n1, n2 := c.Node(1), c.Node(2)
+	marks := map[int]int{1: n1.LogLines(), 2: n2.LogLines()} // from here a peer-down is a verdict
 	if err := os.WriteFile(filepath.Join(dir1, "start"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +162,19 @@ func runCuts(t *testing.T, n int, args []string, trace bool) ([]cutResult, []seg
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	for _, p := range [][2]int{{1, 2}, {2, 1}} {
+		evs, err := c.Node(p[0]).Events(marks[p[0]])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Msg == "peer down" && ev.Peer == p[1] {
+				closeCluster(t, c)
+				return nil, nil, fmt.Sprintf("node %d declared node %d down (log line %d, silent for %.1f ms)",
+					p[0], p[1], ev.Line, float64(ev.KernelNS-ev.LastSeenNS)/1e6)
+			}
+		}
+	}
 	sent := readRecords(t, filepath.Join(dir1, "ow_sent.bin"), 2)
 	var recv [][]uint64
 	for i := 0; i < 50; i++ { // node 2 flushes its records every 100 ms
@@ -177,8 +197,38 @@ func runCuts(t *testing.T, n int, args []string, trace bool) ([]cutResult, []seg
 	if rr := readRecords(t, filepath.Join(dir1, "rr.bin"), 2); len(rr) == 0 {
 		t.Fatal("the request/response stream completed no round trip")
 	}
-	return out, segs
+	closeCluster(t, c) // before the next run starts its own: three daemons fewer at 1 ms × 3
+	return out, segs, ""
 }
+
+// closeCluster stops a cluster whose run is over (its t.Cleanup then has nothing left to do).
+func closeCluster(t *testing.T, c *vcluster.Cluster) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Fatalf("close cluster: %v", err)
+	}
+}
+
+// runCutsValid runs runCuts until a run is not void, at most cutAttempts times.
+func runCutsValid(t *testing.T, n int, args []string, trace bool) ([]cutResult, []segment) {
+	t.Helper()
+	var why []string
+	for range cutAttempts {
+		out, segs, void := runCuts(t, n, args, trace)
+		if void == "" {
+			return out, segs
+		}
+		t.Logf("run void, redone: %s", void)
+		why = append(why, void)
+	}
+	t.Fatalf("every one of %d runs was void, the machine too loaded for 1 ms × 3: %s", cutAttempts, strings.Join(why, "; "))
+	return nil, nil
+}
+
+// cutAttempts bounds the runs of runCutsValid (each about 8 s). On this project's 2-vCPU VM
+// about one run in three was void when the test was alone on the machine (a vCPU held off for
+// 3 ms silences a node's kernel on both links at once), so six make all void rare.
+const cutAttempts = 6
 
 // TestInterconnectNudgeAtCut: a cut of the carrying link loses segments of a request/response
 // stream (node 2 sends responses on the dead link until its sweep sees the silence, node 1
@@ -190,7 +240,7 @@ func runCuts(t *testing.T, n int, args []string, trace bool) ([]cutResult, []seg
 func TestInterconnectNudgeAtCut(t *testing.T) {
 	netns.RequireRoot(t)
 	const cuts = 5
-	control, _ := runCuts(t, cuts, []string{"--no-nudge"}, false)
+	control, _ := runCutsValid(t, cuts, []string{"--no-nudge"}, false)
 	timed := 0
 	for i, r := range control {
 		t.Logf("control (no nudge), cut %d: %s", i+1, r.counters)
@@ -205,7 +255,7 @@ func TestInterconnectNudgeAtCut(t *testing.T) {
 	// ran late, or a probe for a nudge frame whose acknowledgement the peer delayed), so the
 	// test asks for one clean recovery among the cuts: without working nudges every cut
 	// waits for a timer, as in the control.
-	results, segs := runCuts(t, cuts, nil, true)
+	results, segs := runCutsValid(t, cuts, nil, true)
 	clean := 0
 	for i, r := range results {
 		t.Logf("nudged, cut %d: %s", i+1, r.counters)

@@ -59,7 +59,29 @@ type Sender struct {
 	// Wake-ups more than an interval after their deadline, and the worst since TakeLate.
 	late, worstLate, worstAt atomic.Uint64
 	tx                       [MaxLinks]TxStamp // the last stamps, owned by Run
+	// releaseUntil is the CLOCK_MONOTONIC time until which Run's raw sleeps give the P back
+	// (ReleaseUntil); released counts the sleeps that did.
+	releaseUntil, released atomic.Uint64
 }
+
+// ReleaseUntil makes Run sleep the ordinary way, handing its P back to the Go scheduler while
+// asleep, until CLOCK_MONOTONIC time t (or a later t given before); it takes effect from Run's
+// next sleep. The daemon calls it while the cluster changes (a peer or link event, an
+// election): there the rest of the daemon needs every P, on a machine with few CPUs all of
+// them, while in a steady cluster the raw sleeps are cheaper (see Run). Safe from any
+// goroutine; it never blocks.
+func (s *Sender) ReleaseUntil(t uint64) {
+	for {
+		cur := s.releaseUntil.Load()
+		if t <= cur || s.releaseUntil.CompareAndSwap(cur, t) {
+			return
+		}
+	}
+}
+
+// ReleasedCount returns how many of Run's sleeps gave the P back at intervals where it would
+// otherwise have kept it (ReleaseUntil).
+func (s *Sender) ReleasedCount() uint64 { return s.released.Load() }
 
 // stampTx publishes, before the sends of a wake-up at now, that the next send is due by due.
 // It runs before the send so that an echo recorded after it sees the gap this send closes.
@@ -223,7 +245,10 @@ const RealtimePriority = 40
 // nothing else. A blocking system call every millisecond would make the runtime hand the
 // thread's P to another thread and take it back each time, and keep sysmon awake; measured in
 // bench/README.md. Holding the P while asleep delays a stop-the-world of the garbage collector
-// by at most one interval, hence the limit; longer intervals sleep the ordinary way.
+// by at most one interval, hence the limit; longer intervals sleep the ordinary way. It also
+// leaves the rest of the daemon one P fewer: with GOMAXPROCS 2, one. While the cluster
+// changes that one P is the bottleneck of a failover (the election's messages, saves and
+// commits queue on it), so for a time set with ReleaseUntil the loop sleeps the ordinary way.
 func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 	runtime.LockOSThread()
 	// The thread keeps its real-time policy and dies with the goroutine: never unlocked.
@@ -241,10 +266,7 @@ func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 	}
 	defer b.close()
 	interval := uint64(s.cfg.Interval)
-	sleep := sleepUntil
-	if s.cfg.Interval <= RawSleepMax {
-		sleep = rawSleepUntil
-	}
+	raw := s.cfg.Interval <= RawSleepMax
 	if s.cfg.Stamps != nil {
 		for id := range s.cfg.Links {
 			s.tx[id] = s.cfg.Stamps.LoadTx(uint8(id))
@@ -260,7 +282,15 @@ func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 		s.stampTx(now, next+interval+slack)
 		s.sendBatch(b)
 		next += interval
-		sleep(next)
+		switch {
+		case !raw:
+			sleepUntil(next)
+		case now < s.releaseUntil.Load():
+			s.released.Add(1)
+			sleepUntil(next)
+		default:
+			rawSleepUntil(next)
+		}
 		if now := MonotonicNow(); now > next+interval {
 			s.noteLate(now-next, now)
 		}

@@ -104,3 +104,54 @@ func TestSenderRunBatch(t *testing.T) {
 		t.Errorf("non-raw link's frame %+v, %v", f, err)
 	}
 }
+
+// Run sleeps the ordinary way (giving its P back) exactly while a ReleaseUntil deadline is
+// ahead, and with raw sleeps otherwise; an earlier deadline never shortens a later one.
+func TestSenderReleaseUntil(t *testing.T) {
+	tx := &countingTx{}
+	s, err := NewSender(SenderConfig{ClusterID: 7, NodeID: 5, Key: testKey, Incarnation: 9,
+		Interval: time.Millisecond, Links: []Transmitter{tx}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx, nil); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitSends := func(n uint64) {
+		t.Helper()
+		target := tx.n.Load() + n
+		for deadline := time.Now().Add(5 * time.Second); tx.n.Load() < target; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the sender sent %d of %d frames in 5 s", n-(target-tx.n.Load()), n)
+			}
+		}
+	}
+	waitSends(20)
+	if n := s.ReleasedCount(); n != 0 {
+		t.Fatalf("%d released sleeps with no ReleaseUntil", n)
+	}
+	end := MonotonicNow() + uint64(time.Second)
+	s.ReleaseUntil(end)
+	s.ReleaseUntil(end - uint64(500*time.Millisecond)) // earlier: no effect
+	waitSends(20)
+	if n := s.ReleasedCount(); n < 10 {
+		t.Fatalf("%d released sleeps in 20 sends of a 1 s release", n)
+	}
+	for MonotonicNow() < end-uint64(100*time.Millisecond) {
+		time.Sleep(time.Millisecond)
+	}
+	mid := s.ReleasedCount()
+	waitSends(10)
+	if MonotonicNow() < end && s.ReleasedCount() == mid {
+		t.Fatal("the earlier ReleaseUntil shortened the later one")
+	}
+	for MonotonicNow() < end+uint64(50*time.Millisecond) {
+		time.Sleep(time.Millisecond)
+	}
+	after := s.ReleasedCount()
+	waitSends(20)
+	if n := s.ReleasedCount(); n != after {
+		t.Fatalf("%d released sleeps after the release ended", n-after)
+	}
+}

@@ -140,6 +140,7 @@ func (d *daemon) startCluster(f clusterFlags, key [16]byte) error {
 	d.cluster, err = cluster.Start(cluster.Options{
 		ID: d.cfg.Node, Name: name, Role: role, DataDir: d.cfg.DataDir, Peers: ids, Join: f.Join,
 		Transport: d.transport, TickInterval: f.Tick, SeqStart: d.incarnation, Log: d.log,
+		Unsettled: d.unsettle,
 	})
 	if err != nil {
 		d.transport.Close()
@@ -213,6 +214,21 @@ func (d *daemon) clusterHeartbeat(ev heartbeat.Event) {
 		d.cluster.PeerUp(int(ev.Peer))
 	}
 }
+
+// unsettle gives the daemon every P for unsettledFor from now: the heartbeat sender stops
+// holding one while it sleeps (heartbeat.Sender.ReleaseUntil). The daemon calls it on every
+// event of the heartbeat plane and while raft knows no leader or changes it; a failover's
+// detection, election and first commit then run with all of the machine's CPUs instead of the
+// one P the sender leaves the rest of the daemon on a 2-CPU node. In a steady cluster the
+// sender keeps its cheaper raw sleeps.
+func (d *daemon) unsettle() {
+	d.sender.ReleaseUntil(heartbeat.MonotonicNow() + uint64(unsettledFor))
+}
+
+// unsettledFor is how long an event keeps the sender's P released: longer than a failover
+// with the writes that follow it (the new leader's membership records), short enough that a
+// flapping link's cost in CPU ends soon after it.
+const unsettledFor = time.Second
 
 // raftResetDelay is how long a peer must stay down before its raft streams are broken: far
 // longer than a false "down" lasts (a few milliseconds), far shorter than a restart.

@@ -308,6 +308,7 @@ func (d *daemon) run(ctx context.Context) error {
 					}
 					return
 				}
+				d.unsettle()
 				d.nudge(ev)
 				events <- ev
 			}
@@ -337,6 +338,7 @@ loop:
 				d.ic.sync()
 			}
 			if d.fallback != nil {
+				d.unsettle() // on the eBPF path the event reader did
 				// On the fallback path the steering follows the link state only once sync
 				// copied it; on the eBPF path the event reader nudged already.
 				d.nudge(ev)
@@ -625,5 +627,6 @@ func (d *daemon) Counters() admin.Counters {
 		out[fmt.Sprintf("send_errors_link%d", id)] = st.Errors
 	}
 	out["sender_late_wakeups"] = d.sender.LateCount()
+	out["sender_released_sleeps"] = d.sender.ReleasedCount()
 	return out
 }

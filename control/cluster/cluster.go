@@ -56,6 +56,9 @@ type Options struct {
 	// SeqStart must exceed what any earlier run of this node used (the incarnation).
 	SeqStart uint64
 	Log      *slog.Logger
+	// Unsettled is called while this node knows no leader and when the leader or quorum
+	// changes (replica.ReplicaConfig.Unsettled); nil: not at all.
+	Unsettled func()
 }
 
 // Node is the running replica of one node.
@@ -120,7 +123,7 @@ func Start(o Options) (*Node, error) {
 			ElectionTick: o.ElectionTicks, HeartbeatTick: o.HeartbeatTicks, ProposalTicks: ticks,
 			SeqStart: o.SeqStart,
 		},
-		Transport: o.Transport, TickInterval: o.TickInterval, Log: o.Log,
+		Transport: o.Transport, TickInterval: o.TickInterval, Log: o.Log, Unsettled: o.Unsettled,
 	})
 	if err != nil {
 		store.Close()

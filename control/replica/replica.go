@@ -24,6 +24,11 @@ type ReplicaConfig struct {
 	Log          *slog.Logger
 	// Now is the wall clock (default time.Now); it stamps the core's own commands.
 	Now func() time.Time
+	// Unsettled, when set, is called after each Ready in which this node knows no leader
+	// (an election may be on) or noted a change of leader or quorum: the daemon gives the
+	// raft work that follows all its CPU (heartbeat.Sender.ReleaseUntil). It runs under the
+	// replica's lock and must not block.
+	Unsettled func()
 }
 
 // Replica runs a Core: one goroutine feeds it ticks and the raft messages peers send over
@@ -235,10 +240,14 @@ func (r *Replica) process() {
 			delete(r.waiters, d.Seq)
 		}
 	}
-	changed := false
+	changed, unsettled := false, r.core.Leader() == 0
 	for _, n := range out.Notes {
 		r.logNote(n)
 		changed = changed || n.Kind == NoteEvent || n.Kind == NoteSnapshot
+		unsettled = unsettled || n.Kind == NoteLeader || n.Kind == NoteQuorum
+	}
+	if unsettled && r.cfg.Unsettled != nil {
+		r.cfg.Unsettled()
 	}
 	if changed {
 		for _, w := range r.watch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,11 +26,13 @@ type liveCluster struct {
 	reps []*Replica
 	sts  []*raftstore.Store
 	n    int
+	// unsettled counts each replica's Unsettled calls.
+	unsettled []atomic.Int64
 }
 
 func newLiveCluster(t *testing.T, n int) *liveCluster {
 	lc := &liveCluster{t: t, net: transport.NewMemory(), n: n, reps: make([]*Replica, n+1), dirs: make([]string, n+1),
-		sts: make([]*raftstore.Store, n+1)}
+		sts: make([]*raftstore.Store, n+1), unsettled: make([]atomic.Int64, n+1)}
 	var voters []uint64
 	for id := 1; id <= n; id++ {
 		voters = append(voters, uint64(id))
@@ -67,6 +70,7 @@ func (lc *liveCluster) start(id int) {
 			SeqStart: uint64(time.Now().UnixNano())},
 		Transport:    lc.net.Node(transport.NodeID(id)),
 		TickInterval: 5 * time.Millisecond,
+		Unsettled:    func() { lc.unsettled[id].Add(1) },
 	})
 	if err != nil {
 		lc.t.Fatal(err)
@@ -187,6 +191,50 @@ func TestReplicaOverTransport(t *testing.T) {
 		}
 		if SimValue(v.State) != 4 {
 			t.Fatalf("read on node %d after the restart: %v, value %d", id, err, SimValue(v.State))
+		}
+	}
+}
+
+// Unsettled is called while a replica knows no leader and when the leader changes, and not
+// in a steady cluster: the daemon gives the heartbeat sender's P back for that time only.
+func TestReplicaUnsettled(t *testing.T) {
+	lc := newLiveCluster(t, 3)
+	lead := int(lc.waitLeader(1, 2, 3))
+	for id := 1; id <= 3; id++ {
+		if lc.unsettled[id].Load() == 0 {
+			t.Errorf("node %d: Unsettled never called while the cluster formed", id)
+		}
+	}
+	if err := lc.write(lead, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	var before [4]int64
+	for id := 1; id <= 3; id++ {
+		before[id] = lc.unsettled[id].Load()
+	}
+	if err := lc.write(lead%3+1, 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // 20 ticks of a steady cluster, and a write
+	for id := 1; id <= 3; id++ {
+		if n := lc.unsettled[id].Load() - before[id]; n != 0 {
+			t.Errorf("node %d: Unsettled called %d times in a steady cluster", id, n)
+		}
+	}
+	lc.stop(lead)
+	var rest []int
+	for id := 1; id <= 3; id++ {
+		if id != lead {
+			rest = append(rest, id)
+			before[id] = lc.unsettled[id].Load()
+			lc.reps[id].PeerDown(uint64(lead))
+		}
+	}
+	lc.waitLeader(rest...)
+	for _, id := range rest {
+		if lc.unsettled[id].Load() == before[id] {
+			t.Errorf("node %d: Unsettled not called in the failover", id)
 		}
 	}
 }

@@ -296,12 +296,12 @@ func (c *Core) Tick(now time.Time) {
 		return
 	}
 	c.rn.Tick()
-	if c.lead == 0 && c.campaignTil >= c.tick && c.rn.BasicStatus().RaftState != raft.StateCandidate {
+	if c.lead == 0 && c.campaignTil >= c.tick && !c.awaitingVotes() {
 		// Early election: the pre-vote of the first campaign may have reached peers that had
 		// not yet seen the leader go; they ignore it while they believe in the leader. A real
 		// candidate is left to its vote: campaigning again would start a new pre-vote and
 		// drop the votes on their way (with a vote round longer than a tick, slow fsyncs say,
-		// no candidate would ever win).
+		// no candidate would ever win). So is the candidate this node voted for (see Nudge).
 		_ = c.rn.Campaign()
 	} else if c.lead == 0 && c.campaignTil >= c.tick && c.raftState == raft.StateCandidate && c.tick-c.candidateAt >= candidateTicks {
 		// A vote request or its answer was lost (a stream broken on the way: see StreamClosed)
@@ -489,15 +489,27 @@ func (c *Core) forgetLeader(why string) {
 // Nudge repeats an early election's campaign between ticks, while this node is the one that
 // campaigns and no leader is known yet: a peer that had not yet seen the leader go ignored the
 // last pre-vote. It reports whether the driver should nudge again. A real candidate is left to
-// its vote (campaigning again would raise the term).
+// its vote (campaigning again would raise the term), and so is the candidate this node voted
+// for in the current term: where both survivors campaigned (one took the other for down too)
+// and this node's pre-vote lost the race, a new campaign would raise the term under the
+// candidate it just voted for, and could not win (that candidate's log grows the moment it
+// leads), leaving the cluster leaderless until raft's election timeout.
 func (c *Core) Nudge() bool {
 	if c.fault != nil || c.lead != 0 || c.campaignTil < c.tick {
 		return false
 	}
-	if c.raftState != raft.StateCandidate {
+	if !c.awaitingVotes() {
 		_ = c.rn.Campaign()
 	}
 	return true
+}
+
+// awaitingVotes reports whether an election of the current term is under way that this node
+// must not disturb: it is the candidate, or it voted for another node's candidacy.
+func (c *Core) awaitingVotes() bool {
+	st := c.rn.BasicStatus()
+	return st.RaftState == raft.StateCandidate ||
+		st.RaftState == raft.StateFollower && st.GetVote() != 0 && st.GetVote() != c.cfg.ID
 }
 
 // PeerUp withdraws a PeerDown or a PeerStalled: the heartbeat plane hears the peer's daemon.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"vigil/control/clusterdb"
@@ -343,5 +344,65 @@ func TestGoneLeaderStreamEndLeavesCandidate(t *testing.T) {
 	}
 	if after := c.Status(); after.RaftState != "StateCandidate" || after.Term != st.Term {
 		t.Fatalf("the gone leader's stream end moved the candidate from %s term %d to %s term %d", st.RaftState, st.Term, after.RaftState, after.Term)
+	}
+}
+
+// Both survivors campaign at once (one also took the other for down, as a stalled VM makes
+// the heartbeat plane do), and one votes for the other's candidacy: from then on its nudges
+// leave that election alone. Campaigning again would raise the term under the candidate it
+// just voted for, and a vote it cannot win (the winner's log is longer by then) left the
+// cluster leaderless until raft's election timeout: 177 ms in the bench.
+func TestNudgeLeavesTheCandidateItVotedFor(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 5, ElectionTick: 50}) // no heartbeat reports: the test makes them
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	first, second := h.followers(lead)
+	// Hold what would end the election at once: the pre-votes granted to first (it stays a
+	// pre-candidate) and first's vote for second (second stays a candidate).
+	hold := true
+	h.s.Drop = func(m *raftpb.Message) bool {
+		return hold && (m.GetType() == raftpb.MsgPreVoteResp && m.GetTo() == first ||
+			m.GetType() == raftpb.MsgVoteResp && m.GetFrom() == first)
+	}
+	h.s.Crash(lead)
+	do := func(id uint64, f func(c *Core)) {
+		if err := h.s.Do(id, func(c *Core) error { f(c); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(first, func(c *Core) { c.PeerDown(lead) })
+	do(second, func(c *Core) { c.PeerDown(lead); c.PeerDown(first) })
+	c := h.s.Node(first).Core
+	voted := func() bool {
+		st := c.rn.BasicStatus()
+		return st.GetVote() == second && st.RaftState == raft.StateFollower
+	}
+	for r := 0; r < 10; r++ {
+		h.run(1)
+		if voted() {
+			break
+		}
+		do(first, func(c *Core) { c.Nudge() })
+	}
+	if !voted() {
+		t.Fatalf("node %d did not vote for node %d: %+v", first, second, c.rn.BasicStatus())
+	}
+	term := c.rn.BasicStatus().GetTerm()
+	for r := 0; r < 5; r++ {
+		do(first, func(c *Core) { c.Nudge() })
+		h.run(1)
+		if st := c.rn.BasicStatus(); st.RaftState != raft.StateFollower || st.GetTerm() != term {
+			t.Fatalf("node %d voted for node %d in term %d, then nudged itself to %s in term %d", first, second, term, st.RaftState, st.GetTerm())
+		}
+	}
+	// The vote was dropped (raft does not ask again), so the election ends at raft's election
+	// timeout, with one more term at most (whoever's timer fires first).
+	hold = false
+	for r := 0; r < 300 && h.s.Leader() == 0; r++ {
+		h.run(1)
+	}
+	l := h.s.Leader()
+	if l == 0 || h.s.Node(l).Core.Status().Term > term+1 {
+		t.Fatalf("leader %d after the election of term %d", l, term)
 	}
 }

@@ -308,7 +308,6 @@ func (d *daemon) run(ctx context.Context) error {
 					}
 					return
 				}
-				d.unsettle()
 				d.nudge(ev)
 				events <- ev
 			}
@@ -338,7 +337,6 @@ loop:
 				d.ic.sync()
 			}
 			if d.fallback != nil {
-				d.unsettle() // on the eBPF path the event reader did
 				// On the fallback path the steering follows the link state only once sync
 				// copied it; on the eBPF path the event reader nudged already.
 				d.nudge(ev)

@@ -231,10 +231,12 @@ func (d *daemon) unsettle() {
 	d.sender.ReleaseUntil(heartbeat.MonotonicNow() + uint64(unsettledFor))
 }
 
-// unsettledFor is how long a call keeps the sender's P released: several times an election
-// and first commit (10-30 ms here); raft calls again at every tick for as long as no leader
-// is known.
-const unsettledFor = 200 * time.Millisecond
+// unsettledFor is how long a call keeps the sender's P released: longer than a raft tick
+// (10 ms: raft calls again at every tick for as long as no leader is known) and than a new
+// leader's first commits (2-15 ms here), and short because on this project's VMs a follower
+// takes the leader for down for a moment every second or two at 1 ms × 3, and each time it
+// opens the window.
+const unsettledFor = 50 * time.Millisecond
 
 // raftResetDelay is how long a peer must stay down before its raft streams are broken: far
 // longer than a false "down" lasts (a few milliseconds), far shorter than a restart.

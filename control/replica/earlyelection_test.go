@@ -212,6 +212,51 @@ func TestHeldPreVoteAnsweredWhenLeaderGone(t *testing.T) {
 	}
 }
 
+// A vote request that comes while this follower still hears its leader is ignored by raft
+// (CheckQuorum's lease); when the leader is then reported gone, the follower answers it at
+// once, as it does a held pre-vote. (The candidate got its pre-votes elsewhere: in the bench, a
+// leader starved long enough to step down granted it and was killed the next moment; without
+// the answer the candidate waited out raft's election timeout for a new campaign.)
+func TestHeldVoteAnsweredWhenLeaderGone(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 2}) // no heartbeat reports: the test makes them
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	first, second := h.followers(lead)
+	st := h.s.Node(first).Core.cfg.Storage
+	last, err := st.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastTerm, err := st.Term(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := h.s.Node(second).Core.term + 1
+	vote := &raftpb.Message{Type: raftpb.MsgVote.Enum(), From: new(first), To: new(second), Term: new(term),
+		LogTerm: new(lastTerm), Index: new(last)}
+	h.s.Crash(lead)
+	if err := h.s.Do(second, func(c *Core) error { return c.Step(vote) }); err != nil {
+		t.Fatal(err)
+	}
+	granted := func() bool {
+		for _, m := range h.s.queue {
+			if m.m.GetFrom() == second && m.m.GetTo() == first && m.m.GetType() == raftpb.MsgVoteResp && !m.m.GetReject() {
+				return true
+			}
+		}
+		return false
+	}
+	if granted() {
+		t.Fatalf("node %d granted a vote while it still heard leader %d", second, lead)
+	}
+	if err := h.s.Do(second, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !granted() {
+		t.Fatalf("node %d did not grant the held vote request of node %d (term %d) when it saw the leader go", second, first, term)
+	}
+}
+
 // A follower that sees the leader stalled but missed the end of its stream (so it did not
 // take the leader for gone) answers the pre-vote of the next in line, who saw both, at once:
 // whether the pre-vote comes before the stall report or after it. (Without that it ignores the

@@ -428,6 +428,10 @@ func (h *Heartbeat) ReadEvent() (heartbeat.Event, error) {
 	}, nil
 }
 
+// EventsWaiting reports whether events wait in the ring buffer: two atomic loads of its
+// mmapped positions, safe from any goroutine, never blocking (the sender's Waiting).
+func (h *Heartbeat) EventsWaiting() bool { return h.events.AvailableBytes() > 0 }
+
 // PendingEvents returns the events waiting in the ring buffer without blocking.
 func (h *Heartbeat) PendingEvents() ([]heartbeat.Event, error) {
 	var out []heartbeat.Event

@@ -37,6 +37,11 @@ type SenderConfig struct {
 	// detector counts echo silence only while this node was sending. Run starts from the
 	// stamps it loads (a restarted daemon continues its predecessor's GapNS).
 	Stamps TxStamps
+	// Waiting, when set, reports whether work waits that only the Go scheduler picks up: the
+	// heartbeat plane's events in the kernel's ring buffer, whose reader is parked in the
+	// network poller. Run asks at every wake-up and then parks for that interval instead of
+	// sleeping raw (see Run). It must be cheap and must never block.
+	Waiting func() bool
 }
 
 // TxStamps is where the sender publishes its TxStamps: the kernel's txstamps map, or the
@@ -60,8 +65,9 @@ type Sender struct {
 	late, worstLate, worstAt atomic.Uint64
 	tx                       [MaxLinks]TxStamp // the last stamps, owned by Run
 	// releaseUntil is the CLOCK_MONOTONIC time until which Run's raw sleeps give the P back
-	// (ReleaseUntil); released counts the sleeps that did.
-	releaseUntil, released atomic.Uint64
+	// (ReleaseUntil); released counts the sleeps that did; parked counts the sleeps parked
+	// because work waited (SenderConfig.Waiting).
+	releaseUntil, released, parked atomic.Uint64
 }
 
 // ReleaseUntil makes Run sleep the ordinary way, handing its P back to the Go scheduler while
@@ -82,6 +88,10 @@ func (s *Sender) ReleaseUntil(t uint64) {
 // ReleasedCount returns how many of Run's sleeps gave the P back at intervals where it would
 // otherwise have kept it (ReleaseUntil).
 func (s *Sender) ReleasedCount() uint64 { return s.released.Load() }
+
+// ParkedCount returns how many of Run's sleeps parked in the Go scheduler because work waited
+// (SenderConfig.Waiting).
+func (s *Sender) ParkedCount() uint64 { return s.parked.Load() }
 
 // stampTx publishes, before the sends of a wake-up at now, that the next send is due by due.
 // It runs before the send so that an echo recorded after it sees the gap this send closes.
@@ -249,6 +259,16 @@ const RealtimePriority = 40
 // leaves the rest of the daemon one P fewer: with GOMAXPROCS 2, one. While the cluster
 // changes that one P is the bottleneck of a failover (the election's messages, saves and
 // commits queue on it), so for a time set with ReleaseUntil the loop sleeps the ordinary way.
+//
+// Neither way lets the Go scheduler look at its network poller while the rest of the daemon
+// is busy: with this P held and the other one's thread in a system call (a snapshot's writes
+// and fsync, a log write waiting for the journal), the poller is looked at only when sysmon
+// takes a P back, and sysmon, finding nothing to take for a while, sleeps 10 ms at a time.
+// A heartbeat event raised then (the leader found dead) waited 5 to 25 ms in the ring
+// buffer before raft heard of it, measured with perf in the membership bench. So at every
+// wake-up the loop asks SenderConfig.Waiting whether such work waits, and if it does parks
+// the goroutine on a Go timer for that interval: the runtime hands the P to a thread that
+// polls the network at once and runs what it finds.
 func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 	runtime.LockOSThread()
 	// The thread keeps its real-time policy and dies with the goroutine: never unlocked.
@@ -285,6 +305,9 @@ func (s *Sender) Run(ctx context.Context, realtime chan<- error) {
 		switch {
 		case !raw:
 			sleepUntil(next)
+		case s.cfg.Waiting != nil && s.cfg.Waiting():
+			s.parked.Add(1)
+			parkUntil(next)
 		case now < s.releaseUntil.Load():
 			s.released.Add(1)
 			sleepUntil(next)
@@ -411,6 +434,14 @@ func sleepUntil(deadline uint64) {
 		if !errors.Is(err, unix.EINTR) {
 			return
 		}
+	}
+}
+
+// parkUntil sleeps on a Go timer: the goroutine parks and the scheduler runs other work (and
+// polls the network) on its P meanwhile.
+func parkUntil(deadline uint64) {
+	if now := MonotonicNow(); deadline > now {
+		time.Sleep(time.Duration(deadline - now))
 	}
 }
 

@@ -155,3 +155,47 @@ func TestSenderReleaseUntil(t *testing.T) {
 		t.Fatalf("%d released sleeps after the release ended", n-after)
 	}
 }
+
+// While SenderConfig.Waiting reports work waiting, Run parks each sleep on a Go timer (and
+// keeps sending at its interval); otherwise it never parks.
+func TestSenderParksWhileWorkWaits(t *testing.T) {
+	tx := &countingTx{}
+	var waiting atomic.Bool
+	s, err := NewSender(SenderConfig{ClusterID: 7, NodeID: 5, Key: testKey, Incarnation: 9,
+		Interval: time.Millisecond, Links: []Transmitter{tx}, Waiting: waiting.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx, nil); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitSends := func(n uint64) {
+		t.Helper()
+		target := tx.n.Load() + n
+		for deadline := time.Now().Add(5 * time.Second); tx.n.Load() < target; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the sender sent %d of %d frames in 5 s", n-(target-tx.n.Load()), n)
+			}
+		}
+	}
+	waitSends(20)
+	if n := s.ParkedCount(); n != 0 {
+		t.Fatalf("%d parked sleeps with no work waiting", n)
+	}
+	waiting.Store(true)
+	waitSends(20)
+	if n := s.ParkedCount(); n < 10 {
+		t.Fatalf("%d parked sleeps in 20 sends with work waiting", n)
+	}
+	if n := s.ReleasedCount(); n != 0 {
+		t.Fatalf("%d released sleeps: parking is not the release window", n)
+	}
+	waiting.Store(false)
+	waitSends(5) // the sleep under way when the work went may still park
+	after := s.ParkedCount()
+	waitSends(20)
+	if n := s.ParkedCount(); n != after {
+		t.Fatalf("%d parked sleeps after the work went", n-after)
+	}
+}

@@ -215,9 +215,15 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if d.bpf != nil {
 		stamps = d.bpf
 	}
+	// The sender parks for an interval when heartbeat events wait to be read (see
+	// heartbeat.Sender.Run): its held P must not keep them from raft.
+	var waiting func() bool
+	if d.bpf != nil {
+		waiting = d.bpf.EventsWaiting
+	}
 	d.sender, err = heartbeat.NewSender(heartbeat.SenderConfig{
 		ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
-		Interval: hb.Interval, Links: tx, Progress: d.progress.Load, Stamps: stamps,
+		Interval: hb.Interval, Links: tx, Progress: d.progress.Load, Stamps: stamps, Waiting: waiting,
 	})
 	if err != nil {
 		return d, err
@@ -626,5 +632,6 @@ func (d *daemon) Counters() admin.Counters {
 	}
 	out["sender_late_wakeups"] = d.sender.LateCount()
 	out["sender_released_sleeps"] = d.sender.ReleasedCount()
+	out["sender_parked_sleeps"] = d.sender.ParkedCount()
 	return out
 }

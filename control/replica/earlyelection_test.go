@@ -257,6 +257,43 @@ func TestHeldVoteAnsweredWhenLeaderGone(t *testing.T) {
 	}
 }
 
+// A message the leader sent before it died, read by a follower after the heartbeat plane
+// reported the leader down on every link (the follower's stream reader was held up), does not
+// make the follower take the dead leader back: its early election goes on. Once the heartbeat
+// plane hears the node again (PeerUp), its messages count.
+func TestStaleMessageOfLeaderFoundDown(t *testing.T) {
+	h := newHarness(t, SimOptions{Nodes: 3, Seed: 2}) // no heartbeat reports: the test makes them
+	h.converge(1, 2, 3)
+	lead := h.s.Leader()
+	first, _ := h.followers(lead)
+	term := h.s.Node(first).Core.term
+	h.s.Crash(lead)
+	heartbeat := func() *raftpb.Message {
+		return &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(lead), To: new(first), Term: new(term),
+			Commit: new(uint64(0))}
+	}
+	if err := h.s.Do(first, func(c *Core) error { c.PeerDown(lead); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Do(first, func(c *Core) error { return c.Step(heartbeat()) }); err != nil {
+		t.Fatal(err)
+	}
+	c := h.s.Node(first).Core
+	if c.Leader() == lead {
+		t.Fatalf("node %d follows leader %d again on a message from before it was found down", first, lead)
+	}
+	if !c.down[lead] {
+		t.Fatalf("node %d withdrew the heartbeat plane's report on leader %d for a stale message", first, lead)
+	}
+	// The heartbeat plane hears the node again: it was alive after all, and it counts.
+	if err := h.s.Do(first, func(c *Core) error { c.PeerUp(lead); return c.Step(heartbeat()) }); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Leader(); c.raftState != raft.StateCandidate && l != lead {
+		t.Fatalf("node %d (raft state %v) does not take leader %d back once the heartbeat plane hears it", first, c.raftState, lead)
+	}
+}
+
 // A follower that sees the leader stalled but missed the end of its stream (so it did not
 // take the leader for gone) answers the pre-vote of the next in line, who saw both, at once:
 // whether the pre-vote comes before the stall report or after it. (Without that it ignores the

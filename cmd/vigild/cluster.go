@@ -115,6 +115,15 @@ func (d *daemon) startCluster(f clusterFlags, key [16]byte) error {
 		Local: transport.NodeID(d.cfg.Node), Key: key[:], Listen: listen, Peers: peers,
 		RTOMin: 5 * time.Millisecond, Logger: d.log,
 	}
+	if d.attn != nil {
+		tc.Watch = func(svc transport.Service, fd int) {
+			if svc == transport.ServiceRaft {
+				if err := d.attn.Add(fd); err != nil {
+					d.log.Warn("raft stream not watched for the heartbeat sender", "err", err)
+				}
+			}
+		}
+	}
 	d.transport, err = transport.NewTCP(tc)
 	if err != nil {
 		// TCP_RTO_MIN_US needs Linux 6.15: go on with the default minimum RTO.

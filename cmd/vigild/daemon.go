@@ -22,6 +22,7 @@ import (
 	"vigil/dataplane"
 	"vigil/heartbeat"
 	"vigil/heartbeat/disk"
+	"vigil/internal/attention"
 	"vigil/internal/buildinfo"
 	"vigil/internal/nodeconf"
 )
@@ -65,6 +66,7 @@ type daemon struct {
 	disk        *diskBeat      // nil without a disk_heartbeat key
 	drd         *drdManager    // DRD devices placed here (drd.go); nil without the cluster database
 	bench       *benchStreams  // nil unless --bench-dir (see benchstream.go)
+	attn        *attention.Set // raft's streams, for the heartbeat sender's Waiting; nil if epoll failed
 	noNudge     bool           // --no-nudge
 
 	mu  sync.Mutex
@@ -215,11 +217,14 @@ func newDaemon(cfg *nodeconf.Config, key [16]byte, opts daemonOptions) (d *daemo
 	if d.bpf != nil {
 		stamps = d.bpf
 	}
-	// The sender parks for an interval when heartbeat events wait to be read (see
-	// heartbeat.Sender.Run): its held P must not keep them from raft.
-	var waiting func() bool
-	if d.bpf != nil {
-		waiting = d.bpf.EventsWaiting
+	// The sender parks for an interval when heartbeat events or raft's messages wait to be
+	// read (see heartbeat.Sender.Run): its held P must not keep them from raft.
+	if d.attn, err = attention.New(); err != nil {
+		d.log.Warn("raft's input may wait for the heartbeat sender's P", "err", err)
+		err = nil
+	}
+	waiting := func() bool {
+		return d.bpf != nil && d.bpf.EventsWaiting() || d.attn != nil && d.attn.Pending()
 	}
 	d.sender, err = heartbeat.NewSender(heartbeat.SenderConfig{
 		ClusterID: clusterID, NodeID: uint16(cfg.Node), Key: key, Incarnation: d.incarnation,
@@ -452,6 +457,9 @@ func (d *daemon) release(detach bool) error {
 	}
 	for _, l := range d.links {
 		errs = append(errs, l.Close())
+	}
+	if d.attn != nil {
+		errs = append(errs, d.attn.Close())
 	}
 	return errors.Join(errs...)
 }

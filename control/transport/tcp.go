@@ -43,6 +43,11 @@ type TCPConfig struct {
 	RTOMin time.Duration
 	// Logger receives rejected handshakes; nil discards.
 	Logger *slog.Logger
+	// Watch, when set, is given the descriptor of every stream as it opens (after its
+	// handshake), with the stream's service: the daemon watches raft's for input its
+	// heartbeat sender must not keep waiting (internal/attention). The descriptor stays the
+	// transport's: Watch must not read, write or close it.
+	Watch func(svc Service, fd int)
 }
 
 // TCP is the transport the daemon runs: one TCP connection per stream, authenticated by the
@@ -288,6 +293,11 @@ func (t *TCP) track(c *net.TCPConn, peer NodeID, svc Service) (*tcpConn, error) 
 		return nil, ErrClosed
 	}
 	t.conns[conn] = struct{}{}
+	if t.cfg.Watch != nil {
+		if rc, err := c.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { t.cfg.Watch(svc, int(fd)) })
+		}
+	}
 	return conn, nil
 }
 

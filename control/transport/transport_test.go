@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pair is two connected transports of one implementation, plus what the implementation can
@@ -423,6 +425,51 @@ func TestTCPConfigErrors(t *testing.T) {
 		if tr, err := NewTCP(cfg); err == nil {
 			tr.Close()
 			t.Errorf("NewTCP(%+v) accepted", cfg)
+		}
+	}
+}
+
+// Watch is given each stream's descriptor, with its service, on both ends: the descriptor
+// of the socket the stream's messages arrive on.
+func TestTCPWatch(t *testing.T) {
+	type seen struct {
+		svc Service
+		fd  int
+	}
+	var mu sync.Mutex
+	got := map[NodeID][]seen{}
+	watch := func(id NodeID) func(Service, int) {
+		return func(svc Service, fd int) {
+			mu.Lock()
+			defer mu.Unlock()
+			got[id] = append(got[id], seen{svc, fd})
+		}
+	}
+	lo := netip.MustParseAddrPort("127.0.0.1:0")
+	a, err := NewTCP(TCPConfig{Local: 1, Key: testKey, Listen: lo, Watch: watch(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := NewTCP(TCPConfig{Local: 2, Key: testKey, Listen: lo, Peers: map[NodeID]netip.AddrPort{1: a.Addr()}, Watch: watch(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	a.SetPeer(2, b.Addr())
+	ca, cb := connect(t, pair{a: a, b: b}, ServiceRaft)
+	defer ca.Close()
+	defer cb.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range []NodeID{1, 2} {
+		if len(got[id]) != 1 || got[id][0].svc != ServiceRaft || got[id][0].fd < 0 {
+			t.Fatalf("node %d: watched %+v, want one raft stream", id, got[id])
+		}
+		// The descriptor is the stream's socket: a peer's message makes it readable.
+		var st unix.Stat_t
+		if err := unix.Fstat(got[id][0].fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			t.Fatalf("node %d: descriptor %d is not a socket (%v)", id, got[id][0].fd, err)
 		}
 	}
 }

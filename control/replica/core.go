@@ -162,6 +162,9 @@ type Core struct {
 	// because this follower still believed in its leader (CheckQuorum's lease), with the tick
 	// it came in; answered if the leader turns out gone (see forget).
 	heldVotes map[uint64]heldVote
+	// heldLead: the last message of the leader found down that Step held back (see Step and
+	// PeerUp); dropped when a leader is known.
+	heldLead *raftpb.Message
 
 	lead, term   uint64
 	lastLead     uint64 // the last leader known (lead is 0 between leaders)
@@ -350,8 +353,10 @@ func (c *Core) Step(m *raftpb.Message) error {
 		// node's stream reader was held up). Taken at its word it makes this node follow a
 		// dead leader again and cancels the early election until the silence after its
 		// stream's end is long enough (a 36.7 ms kill -9 failover in the bench, 2026-12-05).
-		// Dropped, as a lost message would be; a leader that is alive after all is heard by
-		// the heartbeat plane again (PeerUp), and from then on it counts.
+		// Held back instead (the last one): a leader that is alive after all (the verdict was
+		// false) is heard by the heartbeat plane again in a moment, and PeerUp steps it then,
+		// ending this node's campaign at once; from a dead leader it is never stepped.
+		c.heldLead = m
 		return nil
 	}
 	c.lastHeard[from] = c.tick
@@ -533,6 +538,14 @@ func (c *Core) PeerUp(id uint64) {
 	wasDown := c.down[id]
 	delete(c.down, id)
 	delete(c.stalled, id)
+	if m := c.heldLead; m != nil && m.GetFrom() == id {
+		// The leader found down is alive: its message held back in Step counts now (raft
+		// checks its term against this node's).
+		c.heldLead = nil
+		if c.fault == nil && c.lead == 0 {
+			_ = c.rn.Step(m)
+		}
+	}
 	// A candidate of an early election whose vote request may have been lost to this peer
 	// (the daemon breaks the streams of a peer reported down; raft never sends a vote request
 	// again) asks again at once rather than after raft's election timeout.
@@ -916,6 +929,7 @@ func (c *Core) settle(out *Output) {
 			c.caughtUp = bs.Lead == c.cfg.ID
 			c.campaignTil, c.leadDownAt = 0, 0
 			clear(c.heldVotes)
+			c.heldLead = nil
 			// A membership record proposed under the old leader may be lost with it: the
 			// next one (the new leader's own record first) goes at once.
 			c.reconcileUntil = 0

@@ -712,7 +712,7 @@ func (c *Core) noQuorum() error {
 // further part (it keeps serving stale reads).
 //
 // Ready is ReadyTo(nil): every message waits for the save.
-func (c *Core) Ready() (Output, error) { return c.ReadyTo(nil) }
+func (c *Core) Ready() (Output, error) { return c.ReadyTo(nil, nil) }
 
 // ReadyTo is Ready, but hands early, before each save, the messages raft lets go before its
 // state is durable: all but the answers (MsgAppResp, MsgVoteResp, MsgPreVoteResp), which
@@ -728,8 +728,10 @@ func (c *Core) Ready() (Output, error) { return c.ReadyTo(nil) }
 // again in a term it forgot, and a follower's uncommitted entries may be overwritten).
 //
 // early runs between raft's Ready and its Advance: it must only queue the message, not call
-// back into the Core.
-func (c *Core) ReadyTo(early func(*raftpb.Message)) (Output, error) {
+// back into the Core. handoff, if set, runs once after a Ready's early messages, before its
+// save: the driver lets the goroutines that write them run there (a goroutine blocked in an
+// fsync keeps its scheduler P, so messages merely queued would wait for the fsync after all).
+func (c *Core) ReadyTo(early func(*raftpb.Message), handoff func()) (Output, error) {
 	var out Output
 	out.Notes, c.pending = c.pending, nil
 	if c.fault != nil {
@@ -744,7 +746,7 @@ func (c *Core) ReadyTo(early func(*raftpb.Message)) (Output, error) {
 		if !c.rn.HasReady() {
 			break
 		}
-		if err := c.readyOnce(&out, early); err != nil {
+		if err := c.readyOnce(&out, early, handoff); err != nil {
 			return out, err
 		}
 	}
@@ -755,18 +757,24 @@ func (c *Core) ReadyTo(early func(*raftpb.Message)) (Output, error) {
 }
 
 // readyOnce handles one raft Ready: hand early the messages that may go before the save
-// (if early is set), save, collect the other messages, apply, advance.
-func (c *Core) readyOnce(out *Output, early func(*raftpb.Message)) error {
+// (if early is set) and call handoff after them, save, collect the other messages, apply,
+// advance.
+func (c *Core) readyOnce(out *Output, early func(*raftpb.Message), handoff func()) error {
 	rd := c.rn.Ready()
 	after := rd.Messages
 	if early != nil {
 		after = nil
+		handed := 0
 		for _, m := range rd.Messages {
 			if ackOfSave(m.GetType()) {
 				after = append(after, m)
 			} else {
 				early(m)
+				handed++
 			}
+		}
+		if handed > 0 && handoff != nil {
+			handoff()
 		}
 	}
 	if err := c.cfg.Storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {

@@ -30,7 +30,8 @@ func (s savesLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftpb.
 // TestEarlyMessagesBeforeTheSave follows an election message by message: a candidate's vote
 // requests and a new leader's first append leave before its own save (ReadyTo's early
 // messages), a voter's answer and a follower's acknowledgement only after theirs, and the
-// candidate wins only once its own vote is saved.
+// candidate wins only once its own vote is saved. The driver's handoff runs after the early
+// messages and before the save, and only where there are early messages.
 func TestEarlyMessagesBeforeTheSave(t *testing.T) {
 	var events []string
 	cores := map[uint64]*Core{}
@@ -53,7 +54,7 @@ func TestEarlyMessagesBeforeTheSave(t *testing.T) {
 		out, err := cores[id].ReadyTo(func(m *raftpb.Message) {
 			events = append(events, fmt.Sprintf("n%d early %v to n%d", id, m.GetType(), m.GetTo()))
 			msgs = append(msgs, m)
-		})
+		}, func() { events = append(events, fmt.Sprintf("n%d handoff", id)) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,13 +89,13 @@ func TestEarlyMessagesBeforeTheSave(t *testing.T) {
 
 	_ = cores[1].rn.Campaign()
 	pre := ready(1)
-	expect("n1 early MsgPreVote to n2", "n1 early MsgPreVote to n3")
+	expect("n1 early MsgPreVote to n2", "n1 early MsgPreVote to n3", "n1 handoff")
 	step(2, pre, raftpb.MsgPreVote)
 	preResp := ready(2)
 	expect("n2 after MsgPreVoteResp to n1")
 	step(1, preResp, raftpb.MsgPreVoteResp)
 	vote := ready(1)
-	expect("n1 early MsgVote to n2", "n1 early MsgVote to n3", "n1 save term 1 vote 1, 0 entries")
+	expect("n1 early MsgVote to n2", "n1 early MsgVote to n3", "n1 handoff", "n1 save term 1 vote 1, 0 entries")
 	if st := cores[1].Status().RaftState; st != "StateCandidate" {
 		t.Fatalf("n1 is %s after its pre-vote won, want StateCandidate", st)
 	}
@@ -107,8 +108,8 @@ func TestEarlyMessagesBeforeTheSave(t *testing.T) {
 		t.Fatalf("n1 is %s after n2's vote, want StateLeader", st)
 	}
 	// The new term's empty entry goes to both followers before the leader saves it.
-	if len(events) < 3 || events[0] != "n1 early MsgApp to n2" || events[1] != "n1 early MsgApp to n3" ||
-		events[2] != "n1 save 1 entries" {
+	if len(events) < 4 || events[0] != "n1 early MsgApp to n2" || events[1] != "n1 early MsgApp to n3" ||
+		events[2] != "n1 handoff" || events[3] != "n1 save 1 entries" {
 		t.Fatalf("the new leader's first Ready: %q", events)
 	}
 	t.Logf("the new leader's first Ready: %q", events)

@@ -523,7 +523,7 @@ func (s *Sim) note(id uint64, n Note) {
 // ready runs node n's Ready the way the daemon does (Core.ReadyTo): the messages raft lets
 // go before the save are posted first, the others after it.
 func (s *Sim) ready(n *SimNode) error {
-	out, err := n.Core.ReadyTo(s.post)
+	out, err := n.Core.ReadyTo(s.post, nil)
 	for _, note := range out.Notes {
 		s.note(n.ID, note)
 	}

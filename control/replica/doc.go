@@ -18,7 +18,9 @@
 //     messages raft lets go before the save (all but MsgAppResp, MsgVoteResp and
 //     MsgPreVoteResp) are handed to the caller before step 1, so a candidate's vote requests
 //     and a leader's appends travel while its fsync runs; raft counts the node's own vote and
-//     append only on Advance, after the save;
+//     append only on Advance, after the save. ReadyTo's handoff runs after them, before the
+//     save: Replica lets the goroutines that write them run there (runtime.Gosched), since a
+//     goroutine blocked in an fsync keeps its scheduler P;
 //  3. the snapshot (if any) replaces the State, and the committed entries are applied:
 //     normal entries through clusterdb.State.Apply, configuration changes through
 //     RawNode.ApplyConfChange after the database part in their context was applied;

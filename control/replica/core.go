@@ -711,7 +711,7 @@ func (c *Core) noQuorum() error {
 // failed or an entry cannot be applied by this build: the core is faulted and takes no
 // further part (it keeps serving stale reads).
 //
-// Ready is ReadyTo(nil): every message waits for the save.
+// Ready is ReadyTo(nil, nil): every message waits for the save.
 func (c *Core) Ready() (Output, error) { return c.ReadyTo(nil, nil) }
 
 // ReadyTo is Ready, but hands early, before each save, the messages raft lets go before its
@@ -764,16 +764,16 @@ func (c *Core) readyOnce(out *Output, early func(*raftpb.Message), handoff func(
 	after := rd.Messages
 	if early != nil {
 		after = nil
-		handed := 0
+		handed := false
 		for _, m := range rd.Messages {
 			if ackOfSave(m.GetType()) {
 				after = append(after, m)
 			} else {
 				early(m)
-				handed++
+				handed = true
 			}
 		}
-		if handed > 0 && handoff != nil {
+		if handed && handoff != nil {
 			handoff()
 		}
 	}
